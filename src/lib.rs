@@ -1,1 +1,38 @@
+//! oxserve: a TorchServe-compatible model server on ONNX Runtime.
+//!
+//! # Layout
+//! The request path, in order:
+//! - [`http`]: the three listeners (inference 8080, management 8081, metrics 8082): decode,
+//!   call the model, encode, map errors.
+//! - [`registry`]: models by name → versions → default; lookups only.
+//! - [`model`]: a loaded model version: unpacked archive, handler, queue, workers; `infer()`.
+//! - [`batching`]: the bounded per-model queue and the batch policy.
+//! - [`worker`]: one thread per ONNX Runtime session: batches → handler → session → answers.
+//! - [`handler`]: TorchServe's default handlers in Rust (pure functions of bytes and tensors).
+//! - [`tensor`]: host tensors stacked and split along the batch axis.
+//!
+//! Around it:
+//! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
+//! - [`runtime`]: loading ONNX Runtime and building sessions.
+//! - [`store`]: the model store and which archives a `url` may name.
+//! - [`error`]: the error type and its TorchServe status codes.
+//! - [`server`]: binding listeners, loading startup models, running until shutdown.
 
+pub mod batching;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod model;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod store;
+pub mod tensor;
+pub mod worker;
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub config: config::Config,
+    pub registry: registry::Registry,
+}

@@ -21,7 +21,9 @@ pub fn read_signature(
     }
     let session = Session::builder(environment)
         .and_then(|builder| {
-            let mut builder = builder.with_intra_threads(1).map_err(ort::Error::<()>::from)?;
+            let mut builder = builder
+                .with_intra_threads(1)
+                .map_err(ort::Error::<()>::from)?;
             builder.commit_from_memory(bytes)
         })
         .map_err(|error| {

@@ -339,7 +339,10 @@ impl HandlerConfig {
             if present {
                 Ok(())
             } else {
-                Err(format!("handler {:?} needs a `{section}` section", self.handler))
+                Err(format!(
+                    "handler {:?} needs a `{section}` section",
+                    self.handler
+                ))
             }
         };
         match self.handler {
@@ -372,7 +375,11 @@ impl HandlerConfig {
                     ));
                 }
             }
-            if image.std.iter().any(|value| *value == 0.0 || !value.is_finite()) {
+            if image
+                .std
+                .iter()
+                .any(|value| *value == 0.0 || !value.is_finite())
+            {
                 return Err("image.std values must be finite and non-zero".to_string());
             }
             if image.resize == Some(0) || image.center_crop == Some(0) {
@@ -386,7 +393,10 @@ impl HandlerConfig {
     }
 
     /// The graph input this handler feeds.
-    pub fn input_spec<'s>(&self, signature: &'s Signature) -> std::result::Result<&'s TensorSpec, String> {
+    pub fn input_spec<'s>(
+        &self,
+        signature: &'s Signature,
+    ) -> std::result::Result<&'s TensorSpec, String> {
         match &self.input {
             Some(name) => signature
                 .input(name)
@@ -416,7 +426,9 @@ impl HandlerConfig {
         if let Some(classify) = &self.classify {
             match &classify.output {
                 Some(name) => output_named(name)?,
-                None if signature.outputs.is_empty() => return Err("the graph has no outputs".into()),
+                None if signature.outputs.is_empty() => {
+                    return Err("the graph has no outputs".into())
+                }
                 None => {}
             }
         }
@@ -444,7 +456,11 @@ fn check_image_input(
         ));
     }
     // Detection graphs exported from torchvision take one [C, H, W] image; the others [N, C, H, W].
-    let rank = if kind == HandlerKind::ObjectDetector && input.shape.len() == 3 { 3 } else { 4 };
+    let rank = if kind == HandlerKind::ObjectDetector && input.shape.len() == 3 {
+        3
+    } else {
+        4
+    };
     if input.shape.len() != rank {
         return Err(format!(
             "image handlers need an input of shape [batch, channels, height, width], but the graph has {input}"
@@ -484,7 +500,12 @@ mod tests {
             inputs: vec![TensorSpec {
                 name: "input".into(),
                 dtype: "float32".into(),
-                shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(channels), Dim::Fixed(size), Dim::Fixed(size)],
+                shape: vec![
+                    Dim::Symbolic("batch".into()),
+                    Dim::Fixed(channels),
+                    Dim::Fixed(size),
+                    Dim::Fixed(size),
+                ],
             }],
             outputs: vec![TensorSpec {
                 name: "output".into(),
@@ -500,7 +521,10 @@ mod tests {
             let config = HandlerConfig::builtin(name).expect(name);
             config.validate().expect(name);
             let json = config.to_json();
-            assert_eq!(HandlerConfig::parse(name, &json, false).expect("round trip"), config);
+            assert_eq!(
+                HandlerConfig::parse(name, &json, false).expect("round trip"),
+                config
+            );
         }
         assert!(HandlerConfig::builtin("my_handler.py").is_none());
     }
@@ -508,20 +532,34 @@ mod tests {
     #[test]
     fn classifier_matches_imagenet_graph_and_rejects_wrong_crop() {
         let config = HandlerConfig::builtin("image_classifier").expect("builtin");
-        config.check_signature(&image_signature(3, 224)).expect("fits");
-        let error = config.check_signature(&image_signature(3, 28)).expect_err("crop mismatch");
+        config
+            .check_signature(&image_signature(3, 224))
+            .expect("fits");
+        let error = config
+            .check_signature(&image_signature(3, 28))
+            .expect_err("crop mismatch");
         assert!(error.contains("crops to 224"), "{error}");
-        let error = config.check_signature(&image_signature(1, 224)).expect_err("channels");
+        let error = config
+            .check_signature(&image_signature(1, 224))
+            .expect_err("channels");
         assert!(error.contains("channel"), "{error}");
     }
 
     #[test]
     fn unknown_fields_and_missing_sections_are_refused() {
-        let error = HandlerConfig::parse("h.json", br#"{"version":1,"handler":"tensor","bogus":1}"#, false)
-            .expect_err("unknown field");
+        let error = HandlerConfig::parse(
+            "h.json",
+            br#"{"version":1,"handler":"tensor","bogus":1}"#,
+            false,
+        )
+        .expect_err("unknown field");
         assert!(error.to_string().contains("bogus"), "{error}");
-        let error = HandlerConfig::parse("h.json", br#"{"version":1,"handler":"image_classifier"}"#, false)
-            .expect_err("missing section");
+        let error = HandlerConfig::parse(
+            "h.json",
+            br#"{"version":1,"handler":"image_classifier"}"#,
+            false,
+        )
+        .expect_err("missing section");
         assert!(error.to_string().contains("image"), "{error}");
         let yaml = b"version: 1\nhandler: image_classifier\nimage: {color: gray, mean: [0.5, 0.5]}\nclassify: {}\n";
         let error = HandlerConfig::parse("h.yaml", yaml, true).expect_err("mean length");

@@ -12,7 +12,11 @@ use oxserve_archiver::{runtime, unpack};
 /// archive. Takes torch-model-archiver's flags with the same meaning and defaults.
 #[derive(Parser, Debug)]
 // `-v/--version` is the model version, as in torch-model-archiver, so clap's own flag is off.
-#[command(name = "oxserve-archiver", disable_version_flag = true, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "oxserve-archiver",
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -120,8 +124,12 @@ fn run_pack(args: PackArgs) -> Result<(), String> {
 
 fn inspect(archive: PathBuf, ort_library: Option<PathBuf>) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
-    let extracted = unpack::extract(&archive, &dir.path().join("archive"), &unpack::Limits::default())
-        .map_err(|error| error.to_string())?;
+    let extracted = unpack::extract(
+        &archive,
+        &dir.path().join("archive"),
+        &unpack::Limits::default(),
+    )
+    .map_err(|error| error.to_string())?;
     let manifest_json = String::from_utf8_lossy(&extracted.manifest.to_json()).to_string();
     println!("MAR-INF/MANIFEST.json:\n{manifest_json}\n");
     match &extracted.handler {
@@ -129,14 +137,22 @@ fn inspect(archive: PathBuf, ort_library: Option<PathBuf>) -> Result<(), String>
             "handler config:\n{}\n",
             String::from_utf8_lossy(&handler.to_json())
         ),
-        None => println!("handler config: none (not an oxserve archive: a TorchServe Python handler)\n"),
+        None => {
+            println!("handler config: none (not an oxserve archive: a TorchServe Python handler)\n")
+        }
     }
     let signature = match &extracted.manifest.oxserve {
         Some(section) => Some(section.signature.clone()),
         None => {
             // A TorchServe archive: read the graph now if it is ONNX.
-            let serialized = extracted.manifest.model.serialized_file.clone().unwrap_or_default();
-            let bytes = std::fs::read(extracted.root.join(&serialized)).map_err(|e| e.to_string())?;
+            let serialized = extracted
+                .manifest
+                .model
+                .serialized_file
+                .clone()
+                .unwrap_or_default();
+            let bytes =
+                std::fs::read(extracted.root.join(&serialized)).map_err(|e| e.to_string())?;
             let loaded = runtime::init(ort_library.as_deref()).map_err(|e| e.to_string())?;
             oxserve_archiver::graph::read_signature(loaded.environment, &serialized, &bytes).ok()
         }

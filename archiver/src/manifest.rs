@@ -101,7 +101,9 @@ impl Manifest {
     /// Parses a manifest read from an archive.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let manifest: Manifest = serde_json::from_slice(bytes).map_err(|error| {
-            ArchiveError::MalformedArchive(format!("{MANIFEST_PATH} is not a valid manifest: {error}"))
+            ArchiveError::MalformedArchive(format!(
+                "{MANIFEST_PATH} is not a valid manifest: {error}"
+            ))
         })?;
         validate_model_name(&manifest.model.model_name)?;
         validate_model_version(&manifest.model.model_version)?;
@@ -151,6 +153,9 @@ mod tests {
         assert_eq!(manifest.model.model_name, "densenet161");
         assert!(manifest.oxserve.is_none());
         let text = String::from_utf8(manifest.to_json()).expect("utf8");
-        assert!(!text.contains("requirementsFile"), "unset keys are omitted: {text}");
+        assert!(
+            !text.contains("requirementsFile"),
+            "unset keys are omitted: {text}"
+        );
     }
 }

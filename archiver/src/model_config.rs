@@ -52,7 +52,8 @@ impl ModelConfig {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ModelConfig::default());
         }
-        let config: ModelConfig = serde_yaml::from_slice(bytes).map_err(|error| invalid(error.to_string()))?;
+        let config: ModelConfig =
+            serde_yaml::from_slice(bytes).map_err(|error| invalid(error.to_string()))?;
         config.validate().map_err(invalid)?;
         Ok(config)
     }
@@ -61,7 +62,9 @@ impl ModelConfig {
     pub fn validate(&self) -> std::result::Result<(), String> {
         if let (Some(min), Some(max)) = (self.min_workers, self.max_workers) {
             if max < min {
-                return Err(format!("maxWorkers ({max}) cannot be less than minWorkers ({min})"));
+                return Err(format!(
+                    "maxWorkers ({max}) cannot be less than minWorkers ({min})"
+                ));
             }
         }
         if self.batch_size == Some(0) {
@@ -72,12 +75,16 @@ impl ModelConfig {
         }
         if let Some(device) = &self.device_type {
             if !matches!(device.as_str(), "cpu" | "gpu" | "neuron") {
-                return Err(format!("deviceType {device:?} is not one of cpu, gpu, neuron"));
+                return Err(format!(
+                    "deviceType {device:?} is not one of cpu, gpu, neuron"
+                ));
             }
         }
         if let Some(parallel) = &self.parallel_type {
             if !matches!(parallel.as_str(), "pp" | "tp" | "pptp" | "custom" | "") {
-                return Err(format!("parallelType {parallel:?} is not one of pp, tp, pptp, custom"));
+                return Err(format!(
+                    "parallelType {parallel:?} is not one of pp, tp, pptp, custom"
+                ));
             }
         }
         Ok(())
@@ -101,7 +108,8 @@ mod tests {
     fn bad_values_name_the_key() {
         let error = ModelConfig::parse("c.yaml", b"batchSize: eight\n").expect_err("type");
         assert!(error.to_string().contains("batchSize"), "{error}");
-        let error = ModelConfig::parse("c.yaml", b"minWorkers: 3\nmaxWorkers: 1\n").expect_err("order");
+        let error =
+            ModelConfig::parse("c.yaml", b"minWorkers: 3\nmaxWorkers: 1\n").expect_err("order");
         assert!(error.to_string().contains("maxWorkers"), "{error}");
         let error = ModelConfig::parse("c.yaml", b"deviceType: tpu\n").expect_err("device");
         assert!(error.to_string().contains("deviceType"), "{error}");

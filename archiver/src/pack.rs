@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{ArchiveError, Result};
 use crate::handler_config::{HandlerConfig, BUILTIN_HANDLERS};
 use crate::manifest::{
-    self, Manifest, ModelSection, OxserveSection, FORMAT_VERSION, HANDLER_CONFIG_PATH, MANIFEST_PATH,
+    self, Manifest, ModelSection, OxserveSection, FORMAT_VERSION, HANDLER_CONFIG_PATH,
+    MANIFEST_PATH,
 };
 use crate::model_config::ModelConfig;
 use crate::{graph, runtime};
@@ -187,7 +188,11 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
                 Some(path) => file_name(path)?,
                 None => request.handler.clone(),
             },
-            model_file: request.model_file.as_ref().map(|path| file_name(path)).transpose()?,
+            model_file: request
+                .model_file
+                .as_ref()
+                .map(|path| file_name(path))
+                .transpose()?,
             model_version: request.version.clone(),
             requirements_file,
             config_file,
@@ -212,7 +217,10 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
 
     fs::create_dir_all(&request.export_path).map_err(|error| {
         ArchiveError::io(
-            format!("cannot create export path {}", request.export_path.display()),
+            format!(
+                "cannot create export path {}",
+                request.export_path.display()
+            ),
             error,
         )
     })?;
@@ -288,10 +296,17 @@ fn expand_extra_file(item: &str) -> Result<Vec<Entry>> {
     let path = Path::new(item);
     let name = file_name(path)?;
     if name.contains(['*', '?']) {
-        let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut matched = Vec::new();
         for entry in read_dir_sorted(dir)? {
-            let entry_name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+            let entry_name = entry
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string();
             if entry.is_file() && wildcard_match(&name, &entry_name) {
                 matched.push(file_entry(&entry)?);
             }
@@ -339,7 +354,9 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
         path: dir.to_path_buf(),
         reason: error.to_string(),
     })?;
-    let mut paths: Vec<PathBuf> = reader.filter_map(|entry| entry.ok().map(|e| e.path())).collect();
+    let mut paths: Vec<PathBuf> = reader
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
     paths.sort();
     Ok(paths)
 }
@@ -388,7 +405,12 @@ fn check_labels_present(handler: &HandlerConfig, entries: &[Entry]) -> Result<()
         .as_ref()
         .map(|classify| classify.labels.as_str())
         .into_iter()
-        .chain(handler.detect.as_ref().map(|detect| detect.label_names.as_str()))
+        .chain(
+            handler
+                .detect
+                .as_ref()
+                .map(|detect| detect.label_names.as_str()),
+        )
         .chain(handler.text.as_ref().map(|text| text.vocab.as_str()));
     for name in wanted {
         let optional = name == crate::handler_config::DEFAULT_LABELS_FILE;
@@ -404,7 +426,10 @@ fn check_labels_present(handler: &HandlerConfig, entries: &[Entry]) -> Result<()
 fn write_output(request: &PackRequest, target: &Path, entries: &[Entry]) -> Result<()> {
     let export = &request.export_path;
     let io_error = |error: std::io::Error| {
-        ArchiveError::io(format!("cannot write to export path {}", export.display()), error)
+        ArchiveError::io(
+            format!("cannot write to export path {}", export.display()),
+            error,
+        )
     };
     if request.archive_format == ArchiveFormat::NoArchive {
         let staging = tempfile::Builder::new()
@@ -434,16 +459,21 @@ fn write_output(request: &PackRequest, target: &Path, entries: &[Entry]) -> Resu
         .tempfile_in(export)
         .map_err(io_error)?;
     match request.archive_format {
-        ArchiveFormat::Default | ArchiveFormat::ZipStore => {
-            write_zip(staging.as_file_mut(), entries, request.archive_format == ArchiveFormat::ZipStore)?
-        }
+        ArchiveFormat::Default | ArchiveFormat::ZipStore => write_zip(
+            staging.as_file_mut(),
+            entries,
+            request.archive_format == ArchiveFormat::ZipStore,
+        )?,
         ArchiveFormat::Tgz => write_tgz(staging.as_file_mut(), entries, &request.model_name)?,
         ArchiveFormat::NoArchive => unreachable!("handled above"),
     }
     staging.as_file_mut().flush().map_err(io_error)?;
     // Temporary files are private (0600); an archive is meant to be shared like any output file.
-    fs::set_permissions(staging.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(io_error)?;
+    fs::set_permissions(
+        staging.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(io_error)?;
     if target.is_dir() {
         fs::remove_dir_all(target).map_err(io_error)?;
     }
@@ -499,7 +529,9 @@ fn write_zip(file: &mut fs::File, entries: &[Entry], stored: bool) -> Result<()>
         .large_file(true);
     let mut writer = zip::ZipWriter::new(file);
     for entry in entries {
-        writer.start_file(entry.archive_path.as_str(), options).map_err(zip_error)?;
+        writer
+            .start_file(entry.archive_path.as_str(), options)
+            .map_err(zip_error)?;
         writer
             .write_all(&entry_bytes(entry)?)
             .map_err(|error| ArchiveError::io("cannot write the archive", error))?;
@@ -525,10 +557,17 @@ fn write_tgz(file: &mut fs::File, entries: &[Entry], model_name: &str) -> Result
         );
         header.set_entry_type(tar::EntryType::Regular);
         builder
-            .append_data(&mut header, format!("{model_name}/{}", entry.archive_path), bytes.as_ref())
+            .append_data(
+                &mut header,
+                format!("{model_name}/{}", entry.archive_path),
+                bytes.as_ref(),
+            )
             .map_err(io_error)?;
     }
-    builder.into_inner().and_then(|encoder| encoder.finish()).map_err(io_error)?;
+    builder
+        .into_inner()
+        .and_then(|encoder| encoder.finish())
+        .map_err(io_error)?;
     Ok(())
 }
 
@@ -547,16 +586,33 @@ mod tests {
     #[test]
     fn formats_parse_and_name_outputs() {
         let export = Path::new("/x");
-        assert_eq!(ArchiveFormat::parse("tgz").expect("tgz").output_path(export, "m"), Path::new("/x/m.tar.gz"));
-        assert_eq!(ArchiveFormat::parse("no-archive").expect("dir").output_path(export, "m"), Path::new("/x/m"));
+        assert_eq!(
+            ArchiveFormat::parse("tgz")
+                .expect("tgz")
+                .output_path(export, "m"),
+            Path::new("/x/m.tar.gz")
+        );
+        assert_eq!(
+            ArchiveFormat::parse("no-archive")
+                .expect("dir")
+                .output_path(export, "m"),
+            Path::new("/x/m")
+        );
         assert!(ArchiveFormat::parse("rar").is_err());
     }
 
     #[test]
     fn python_handlers_are_refused_with_guidance() {
-        let error = resolve_handler("my_handler.py").err().expect("refused").to_string();
-        assert!(error.contains("never runs") && error.contains("image_classifier"), "{error}");
-        let error = resolve_handler("nonsense").err().expect("refused").to_string();
+        let error = resolve_handler("my_handler.py")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("never runs") && error.contains("image_classifier"),
+            "{error}"
+        );
+        let error = resolve_handler("nonsense")
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains("unknown handler"), "{error}");
     }
 }

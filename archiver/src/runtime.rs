@@ -192,8 +192,8 @@ mod tests {
 
     #[test]
     fn explicit_missing_path_says_how_to_install() {
-        let error = locate(Some(Path::new("/nonexistent/libonnxruntime.so")))
-            .expect_err("must fail");
+        let error =
+            locate(Some(Path::new("/nonexistent/libonnxruntime.so"))).expect_err("must fail");
         let text = error.to_string();
         assert!(text.contains("install-onnxruntime.sh"), "{text}");
         assert!(!text.contains('\n'), "one line: {text}");
@@ -205,6 +205,9 @@ mod tests {
         let lib = dir.path().join("capi");
         std::fs::create_dir(&lib).expect("mkdir");
         std::fs::write(lib.join("libonnxruntime.so.1.31.1"), b"x").expect("write");
-        assert_eq!(library_in(dir.path()), Some(lib.join("libonnxruntime.so.1.31.1")));
+        assert_eq!(
+            library_in(dir.path()),
+            Some(lib.join("libonnxruntime.so.1.31.1"))
+        );
     }
 }

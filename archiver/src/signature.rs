@@ -102,8 +102,14 @@ mod tests {
             shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(3), Dim::Unknown],
         };
         let json = serde_json::to_string(&spec).expect("serialises");
-        assert_eq!(json, r#"{"name":"input","dtype":"float32","shape":["batch",3,null]}"#);
-        assert_eq!(serde_json::from_str::<TensorSpec>(&json).expect("parses"), spec);
+        assert_eq!(
+            json,
+            r#"{"name":"input","dtype":"float32","shape":["batch",3,null]}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<TensorSpec>(&json).expect("parses"),
+            spec
+        );
         assert_eq!(spec.to_string(), "input: float32[batch, 3, ?]");
         assert!(spec.has_dynamic_batch());
     }

@@ -55,15 +55,20 @@ pub struct ExtractedArchive {
 /// Unpacks `archive` (zip, tar.gz or folder) into `dest`, which must not exist yet and is
 /// created here. A folder archive is read in place. On error, `dest` is removed again.
 pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<ExtractedArchive> {
-    let metadata = fs::symlink_metadata(archive)
-        .map_err(|error| ArchiveError::MalformedArchive(format!("cannot open {}: {error}", archive.display())))?;
+    let metadata = fs::symlink_metadata(archive).map_err(|error| {
+        ArchiveError::MalformedArchive(format!("cannot open {}: {error}", archive.display()))
+    })?;
     if metadata.is_dir() {
         return load_extracted(archive);
     }
     if !metadata.is_file() {
-        return Err(ArchiveError::UnsafeArchive(format!("{} is not a regular file", archive.display())));
+        return Err(ArchiveError::UnsafeArchive(format!(
+            "{} is not a regular file",
+            archive.display()
+        )));
     }
-    fs::create_dir(dest).map_err(|error| ArchiveError::io(format!("cannot create {}", dest.display()), error))?;
+    fs::create_dir(dest)
+        .map_err(|error| ArchiveError::io(format!("cannot create {}", dest.display()), error))?;
     let result = unpack_file(archive, dest, limits).and_then(|root| load_extracted(&root));
     if result.is_err() {
         let _ = fs::remove_dir_all(dest);
@@ -73,11 +78,12 @@ pub fn extract(archive: &Path, dest: &Path, limits: &Limits) -> Result<Extracted
 
 fn unpack_file(archive: &Path, dest: &Path, limits: &Limits) -> Result<PathBuf> {
     let mut magic = [0u8; 4];
-    let mut file = fs::File::open(archive)
-        .map_err(|error| ArchiveError::MalformedArchive(format!("cannot open {}: {error}", archive.display())))?;
+    let mut file = fs::File::open(archive).map_err(|error| {
+        ArchiveError::MalformedArchive(format!("cannot open {}: {error}", archive.display()))
+    })?;
     let read = file.read(&mut magic).unwrap_or(0);
     drop(file);
-    if read >= 4 && magic == *b"PK\x03\x04" || read >= 4 && magic == *b"PK\x05\x06" {
+    if read >= 4 && (magic == *b"PK\x03\x04" || magic == *b"PK\x05\x06") {
         unpack_zip(archive, dest, limits)?;
         Ok(dest.to_path_buf())
     } else if read >= 2 && magic[..2] == [0x1f, 0x8b] {
@@ -163,7 +169,12 @@ impl<'l> Budget<'l> {
     }
 
     /// Copies one entry's bytes, counting them against the caps as they are written.
-    fn copy(&mut self, reader: &mut dyn Read, target: &Path, packed_size: Option<u64>) -> Result<()> {
+    fn copy(
+        &mut self,
+        reader: &mut dyn Read,
+        target: &Path,
+        packed_size: Option<u64>,
+    ) -> Result<()> {
         if let Some(parent) = target.parent() {
             fs::create_dir_all(parent).map_err(|error| ArchiveError::io("cannot unpack", error))?;
         }
@@ -171,13 +182,15 @@ impl<'l> Budget<'l> {
             .write(true)
             .create_new(true)
             .open(target)
-            .map_err(|error| ArchiveError::io(format!("cannot create {}", target.display()), error))?;
+            .map_err(|error| {
+                ArchiveError::io(format!("cannot create {}", target.display()), error)
+            })?;
         let mut buffer = vec![0u8; 64 * 1024];
         let mut written: u64 = 0;
         loop {
-            let count = reader
-                .read(&mut buffer)
-                .map_err(|error| ArchiveError::MalformedArchive(format!("cannot read an entry: {error}")))?;
+            let count = reader.read(&mut buffer).map_err(|error| {
+                ArchiveError::MalformedArchive(format!("cannot read an entry: {error}"))
+            })?;
             if count == 0 {
                 break;
             }
@@ -190,7 +203,9 @@ impl<'l> Budget<'l> {
                 )));
             }
             if let Some(packed) = packed_size {
-                if written > self.limits.ratio_floor_bytes && written > packed.max(1).saturating_mul(self.limits.max_ratio) {
+                if written > self.limits.ratio_floor_bytes
+                    && written > packed.max(1).saturating_mul(self.limits.max_ratio)
+                {
                     return Err(ArchiveError::UnsafeArchive(format!(
                         "entry {} expands more than {}× (a zip bomb?)",
                         target.display(),
@@ -198,64 +213,96 @@ impl<'l> Budget<'l> {
                     )));
                 }
             }
-            out.write_all(&buffer[..count])
-                .map_err(|error| ArchiveError::io(format!("cannot write {}", target.display()), error))?;
+            out.write_all(&buffer[..count]).map_err(|error| {
+                ArchiveError::io(format!("cannot write {}", target.display()), error)
+            })?;
         }
         Ok(())
     }
 }
 
 fn unpack_zip(archive: &Path, dest: &Path, limits: &Limits) -> Result<()> {
-    let file = fs::File::open(archive).map_err(|error| ArchiveError::io("cannot open the archive", error))?;
+    let file = fs::File::open(archive)
+        .map_err(|error| ArchiveError::io("cannot open the archive", error))?;
+    // No entry can hold more packed bytes than the whole file: a header claiming otherwise would
+    // hide an entry's real expansion ratio.
+    let archive_len = file
+        .metadata()
+        .map_err(|error| ArchiveError::io("cannot read the archive", error))?
+        .len();
     let mut zip = zip::ZipArchive::new(file)
         .map_err(|error| ArchiveError::MalformedArchive(format!("not a readable zip: {error}")))?;
+    // The zip reader keys entries by name and keeps only one of a duplicated name, so the
+    // per-name check below would never see the second: ask the reader instead.
+    if zip.has_duplicate_names() {
+        return Err(ArchiveError::UnsafeArchive(
+            "an entry name appears twice in the zip directory".to_string(),
+        ));
+    }
     if zip.len() > limits.max_entries {
-        return Err(ArchiveError::UnsafeArchive(format!("more than {} entries", limits.max_entries)));
+        return Err(ArchiveError::UnsafeArchive(format!(
+            "more than {} entries",
+            limits.max_entries
+        )));
     }
     let mut budget = Budget::new(limits);
     for index in 0..zip.len() {
-        let mut entry = zip
-            .by_index(index)
-            .map_err(|error| ArchiveError::MalformedArchive(format!("cannot read entry {index}: {error}")))?;
+        let mut entry = zip.by_index(index).map_err(|error| {
+            ArchiveError::MalformedArchive(format!("cannot read entry {index}: {error}"))
+        })?;
         let name = entry
             .name()
-            .map_err(|error| ArchiveError::MalformedArchive(format!("entry {index} has an unreadable name: {error}")))?
+            .map_err(|error| {
+                ArchiveError::MalformedArchive(format!(
+                    "entry {index} has an unreadable name: {error}"
+                ))
+            })?
             .to_string();
         let relative = safe_relative_path(&name)?;
         if entry.enclosed_name().is_none() {
-            return Err(ArchiveError::UnsafeArchive(format!("entry {name:?} escapes the archive")));
+            return Err(ArchiveError::UnsafeArchive(format!(
+                "entry {name:?} escapes the archive"
+            )));
         }
         if entry.is_symlink() {
-            return Err(ArchiveError::UnsafeArchive(format!("entry {name:?} is a symbolic link")));
+            return Err(ArchiveError::UnsafeArchive(format!(
+                "entry {name:?} is a symbolic link"
+            )));
         }
         if let Some(mode) = entry.unix_mode() {
             let kind = mode & 0o170000;
             if kind != 0 && kind != 0o100000 && kind != 0o040000 {
-                return Err(ArchiveError::UnsafeArchive(format!("entry {name:?} is not a regular file")));
+                return Err(ArchiveError::UnsafeArchive(format!(
+                    "entry {name:?} is not a regular file"
+                )));
             }
         }
         budget.admit(&relative)?;
         let target = dest.join(&relative);
         if entry.is_dir() {
-            fs::create_dir_all(&target).map_err(|error| ArchiveError::io("cannot unpack", error))?;
+            fs::create_dir_all(&target)
+                .map_err(|error| ArchiveError::io("cannot unpack", error))?;
             continue;
         }
-        let packed = entry.compressed_size();
+        let packed = entry.compressed_size().min(archive_len);
         budget.copy(&mut entry, &target, Some(packed))?;
     }
     Ok(())
 }
 
 fn unpack_tgz(archive: &Path, dest: &Path, limits: &Limits) -> Result<()> {
-    let file = fs::File::open(archive).map_err(|error| ArchiveError::io("cannot open the archive", error))?;
+    let file = fs::File::open(archive)
+        .map_err(|error| ArchiveError::io("cannot open the archive", error))?;
     let packed_total = file.metadata().map(|metadata| metadata.len()).unwrap_or(0);
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut budget = Budget::new(limits);
-    let entries = tar
-        .entries()
-        .map_err(|error| ArchiveError::MalformedArchive(format!("not a readable tar.gz: {error}")))?;
+    let entries = tar.entries().map_err(|error| {
+        ArchiveError::MalformedArchive(format!("not a readable tar.gz: {error}"))
+    })?;
     for entry in entries {
-        let mut entry = entry.map_err(|error| ArchiveError::MalformedArchive(format!("cannot read an entry: {error}")))?;
+        let mut entry = entry.map_err(|error| {
+            ArchiveError::MalformedArchive(format!("cannot read an entry: {error}"))
+        })?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).to_string();
         let relative = safe_relative_path(&name)?;
         let kind = entry.header().entry_type();
@@ -267,7 +314,8 @@ fn unpack_tgz(archive: &Path, dest: &Path, limits: &Limits) -> Result<()> {
         budget.admit(&relative)?;
         let target = dest.join(&relative);
         if kind.is_dir() {
-            fs::create_dir_all(&target).map_err(|error| ArchiveError::io("cannot unpack", error))?;
+            fs::create_dir_all(&target)
+                .map_err(|error| ArchiveError::io("cannot unpack", error))?;
             continue;
         }
         // A gzip stream has one ratio for the whole archive; apply the cap against it.
@@ -279,13 +327,18 @@ fn unpack_tgz(archive: &Path, dest: &Path, limits: &Limits) -> Result<()> {
 /// Parses the manifest, handler config and model config of an unpacked archive.
 pub fn load_extracted(root: &Path) -> Result<ExtractedArchive> {
     let manifest_bytes = fs::read(root.join(MANIFEST_PATH)).map_err(|_| {
-        ArchiveError::MalformedArchive(format!("{MANIFEST_PATH} is missing: is this a model archive?"))
+        ArchiveError::MalformedArchive(format!(
+            "{MANIFEST_PATH} is missing: is this a model archive?"
+        ))
     })?;
     let manifest = Manifest::from_json(&manifest_bytes)?;
     let read_member = |name: &str| -> Result<Vec<u8>> {
         let relative = safe_relative_path(name)?;
-        fs::read(root.join(&relative))
-            .map_err(|_| ArchiveError::MalformedArchive(format!("the manifest names {name:?}, which the archive lacks")))
+        fs::read(root.join(&relative)).map_err(|_| {
+            ArchiveError::MalformedArchive(format!(
+                "the manifest names {name:?}, which the archive lacks"
+            ))
+        })
     };
     let handler = match &manifest.oxserve {
         Some(section) => {
@@ -324,7 +377,8 @@ fn read_member_exists(root: &Path, name: &str) -> Result<()> {
 
 /// Reads only the manifest of an archive, without unpacking it (for listings and `inspect`).
 pub fn read_manifest(archive: &Path) -> Result<Manifest> {
-    let dir = tempfile::tempdir().map_err(|error| ArchiveError::io("cannot create a temporary folder", error))?;
+    let dir = tempfile::tempdir()
+        .map_err(|error| ArchiveError::io("cannot create a temporary folder", error))?;
     let extracted = extract(archive, &dir.path().join("archive"), &Limits::default())?;
     Ok(extracted.manifest)
 }
@@ -338,6 +392,9 @@ mod tests {
         for bad in ["../x", "a/../../x", "/etc/passwd", "a\\..\\x", "", "."] {
             assert!(safe_relative_path(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(safe_relative_path("./a/b.json").expect("ok"), Path::new("a/b.json"));
+        assert_eq!(
+            safe_relative_path("./a/b.json").expect("ok"),
+            Path::new("a/b.json")
+        );
     }
 }

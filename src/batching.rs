@@ -1,0 +1,260 @@
+//! The per-model job queue and the batch policy. The queue is bounded (`job_queue_size`): when it
+//! is full a request is refused at once with TorchServe's 503, never made to wait. Workers pull
+//! batches from it on their own threads ([`next_batch`] blocks), so no async task sits between a
+//! request and its worker.
+//!
+//! Batch policy (TorchServe's parameters, a better default): a worker waits for the first job, then
+//! takes every job already queued, up to `batch_size` items. If the batch is still short it waits
+//! for more only when the model's policy is [`BatchWait::Fill`] (TorchServe's behaviour: up to
+//! `max_batch_delay` from the first job). The default [`BatchWait::Eager`] never holds a request
+//! back while a worker is idle: under load, requests queue up while workers are busy, so batches
+//! form by themselves; a lone request is answered at once instead of after `max_batch_delay`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use ort::session::RunOptions;
+use tokio::sync::oneshot;
+
+use crate::error::ServeError;
+use crate::handler::RequestItem;
+
+/// One answer per request item, or one error for the whole request.
+pub type JobResult = Result<Vec<serde_json::Value>, ServeError>;
+
+/// Lets the request side cancel the ONNX Runtime run its job is part of (response timeout).
+#[derive(Default)]
+pub struct RunHandle {
+    /// Set by the worker while the job's batch runs; a std Mutex, never held across an await.
+    current: Mutex<Option<Arc<RunOptions>>>,
+}
+
+impl RunHandle {
+    /// Called by the worker when the batch holding this job starts running.
+    pub fn attach(&self, options: &Arc<RunOptions>) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(Arc::clone(options));
+        }
+    }
+
+    /// Asks ONNX Runtime to stop the run (the worker then fails the batch and carries on).
+    pub fn terminate(&self) {
+        if let Ok(current) = self.current.lock() {
+            if let Some(options) = current.as_ref() {
+                let _ = options.terminate();
+            }
+        }
+    }
+}
+
+/// A request waiting for a worker.
+pub struct Job {
+    pub items: Vec<RequestItem>,
+    pub reply: oneshot::Sender<JobResult>,
+    pub enqueued: Instant,
+    pub run_handle: Arc<RunHandle>,
+    /// The request's span, so worker logs carry its request id.
+    pub span: tracing::Span,
+}
+
+/// Whether a short batch waits for more jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchWait {
+    /// Run what is queued now (default).
+    Eager,
+    /// Wait up to `max_batch_delay` from the first job for the batch to fill (TorchServe).
+    Fill,
+}
+
+/// How a model's workers form batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchPolicy {
+    pub batch_size: usize,
+    pub max_batch_delay: Duration,
+    pub wait: BatchWait,
+}
+
+/// The bounded queue of one model version.
+#[derive(Clone)]
+pub struct JobQueue {
+    sender: Sender<Job>,
+    receiver: Receiver<Job>,
+}
+
+impl JobQueue {
+    pub fn new(capacity: usize) -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(capacity.max(1));
+        JobQueue { sender, receiver }
+    }
+
+    /// Queues a job without waiting; a full queue gives the job back.
+    pub fn submit(&self, job: Job) -> Result<(), Job> {
+        self.sender.try_send(job).map_err(|error| match error {
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+        })
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn pending(&self) -> usize {
+        self.sender.len()
+    }
+
+    /// Free places left.
+    pub fn remaining_capacity(&self) -> usize {
+        self.sender
+            .capacity()
+            .unwrap_or(0)
+            .saturating_sub(self.sender.len())
+    }
+
+    /// The receiving end, for workers.
+    pub fn receiver(&self) -> Receiver<Job> {
+        self.receiver.clone()
+    }
+}
+
+/// What a worker's wait for work ended with.
+pub enum Next {
+    Batch(Vec<Job>),
+    /// The worker was asked to stop (scale down, unload, shutdown).
+    Stop,
+}
+
+/// Blocks until a batch is ready under `policy`, or the worker is told to stop.
+pub fn next_batch(jobs: &Receiver<Job>, stop: &Receiver<()>, policy: &BatchPolicy) -> Next {
+    let first = crossbeam_channel::select! {
+        recv(stop) -> _ => return Next::Stop,
+        recv(jobs) -> job => match job {
+            Ok(job) => job,
+            Err(_) => return Next::Stop,
+        },
+    };
+    let started = Instant::now();
+    let mut items = first.items.len();
+    let mut batch = vec![first];
+    while items < policy.batch_size {
+        match jobs.try_recv() {
+            Ok(job) => {
+                items += job.items.len();
+                batch.push(job);
+                continue;
+            }
+            Err(_) if policy.wait == BatchWait::Eager => break,
+            Err(_) => {}
+        }
+        let Some(left) = policy.max_batch_delay.checked_sub(started.elapsed()) else {
+            break;
+        };
+        match jobs.recv_timeout(left) {
+            Ok(job) => {
+                items += job.items.len();
+                batch.push(job);
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Next::Batch(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (Job, oneshot::Receiver<JobResult>) {
+        let (reply, receiver) = oneshot::channel();
+        let item = RequestItem {
+            bytes: bytes::Bytes::from_static(b"x"),
+            content_type: None,
+        };
+        let job = Job {
+            items: vec![item],
+            reply,
+            enqueued: Instant::now(),
+            run_handle: Arc::default(),
+            span: tracing::Span::none(),
+        };
+        (job, receiver)
+    }
+
+    fn policy(wait: BatchWait, delay_ms: u64) -> BatchPolicy {
+        BatchPolicy {
+            batch_size: 4,
+            max_batch_delay: Duration::from_millis(delay_ms),
+            wait,
+        }
+    }
+
+    #[test]
+    fn full_queue_refuses_at_once() {
+        let queue = JobQueue::new(2);
+        let mut receivers = Vec::new();
+        for _ in 0..2 {
+            let (job, receiver) = job();
+            receivers.push(receiver);
+            assert!(queue.submit(job).is_ok());
+        }
+        assert!(queue.submit(job().0).is_err());
+        assert_eq!(queue.pending(), 2);
+        assert_eq!(queue.remaining_capacity(), 0);
+    }
+
+    #[test]
+    fn eager_takes_what_is_queued_and_never_waits() {
+        let queue = JobQueue::new(10);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
+        for _ in 0..6 {
+            assert!(queue.submit(job().0).is_ok());
+        }
+        let started = Instant::now();
+        let Next::Batch(batch) =
+            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 5_000))
+        else {
+            panic!("expected a batch");
+        };
+        assert_eq!(batch.len(), 4, "capped at batch_size");
+        let Next::Batch(batch) =
+            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 5_000))
+        else {
+            panic!("expected a batch");
+        };
+        assert_eq!(batch.len(), 2, "the rest, without waiting for more");
+        assert!(started.elapsed() < Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn fill_waits_up_to_the_delay_for_stragglers() {
+        let queue = JobQueue::new(10);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
+        assert!(queue.submit(job().0).is_ok());
+        let late = queue.clone();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(late.submit(job().0).is_ok());
+        });
+        let started = Instant::now();
+        let Next::Batch(batch) =
+            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Fill, 400))
+        else {
+            panic!("expected a batch");
+        };
+        sender.join().expect("sender");
+        assert_eq!(batch.len(), 2, "the straggler joined");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(350),
+            "waited the full delay for a third: {waited:?}"
+        );
+    }
+
+    #[test]
+    fn stop_wakes_an_idle_worker() {
+        let queue = JobQueue::new(1);
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
+        stop_tx.send(()).expect("send");
+        assert!(matches!(
+            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 10)),
+            Next::Stop
+        ));
+    }
+}

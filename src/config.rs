@@ -1,0 +1,446 @@
+//! Configuration, read once at startup into one typed [`Config`]: TorchServe's command-line flags,
+//! its `config.properties` keys (same names, same defaults) and, when `enable_envvars_config=true`,
+//! `TS_<KEY>` environment variables. Precedence is TorchServe's: env > CLI > file. The file is
+//! `TS_CONFIG_FILE`, else `--ts-config`, else `./config.properties`. Unknown keys are warned about;
+//! a malformed value stops startup with a message naming the key. No other module reads the
+//! environment.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command line, as `torchserve`'s (`ts/arg_parser.py`), plus oxserve's own flags.
+#[derive(Parser, Debug, Clone, Default)]
+#[command(
+    name = "oxserve",
+    about = "A TorchServe-compatible model server on ONNX Runtime",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version", group = "action")]
+    pub version: bool,
+    /// Start the server in the background; returns once it answers /ping.
+    #[arg(long, group = "action")]
+    pub start: bool,
+    /// Stop the server started with --start.
+    #[arg(long, group = "action")]
+    pub stop: bool,
+    /// Run in the foreground (logs to the terminal; Ctrl-C stops).
+    #[arg(long)]
+    pub foreground: bool,
+    /// config.properties file (TorchServe format).
+    #[arg(long = "ts-config")]
+    pub ts_config: Option<PathBuf>,
+    /// Folder holding model archives (.mar, .tar.gz or unpacked folders).
+    #[arg(long = "model-store")]
+    pub model_store: Option<PathBuf>,
+    /// Workflow store (accepted for compatibility; workflows are not supported).
+    #[arg(long = "workflow-store")]
+    pub workflow_store: Option<PathBuf>,
+    /// Models to load at startup: `all`, `a.mar b.mar`, or `name=path.mar`.
+    #[arg(long, num_args = 1..)]
+    pub models: Vec<String>,
+    /// Log configuration: a tracing filter such as `info,oxserve=debug`, or a file holding one.
+    #[arg(long = "log-config")]
+    pub log_config: Option<String>,
+    /// Accepted for compatibility; oxserve has no C++ backend.
+    #[arg(long = "cpp-log-config", hide = true)]
+    pub cpp_log_config: Option<String>,
+    /// Do not write or restore config snapshots.
+    #[arg(long = "no-config-snapshots", visible_alias = "ncs")]
+    pub ncs: bool,
+    /// Accepted for compatibility; oxserve has no Java plugins.
+    #[arg(long = "plugins-path", visible_alias = "ppath", hide = true)]
+    pub plugins_path: Option<PathBuf>,
+    /// Turn token authorization off.
+    #[arg(long = "disable-token-auth", visible_alias = "dt")]
+    pub disable_token_auth: bool,
+    /// Allow registering and unregistering models through the management API.
+    #[arg(long = "enable-model-api")]
+    pub enable_model_api: bool,
+    /// libonnxruntime.so to load (else ORT_DYLIB_PATH, ./.onnxruntime, next to the binary, Python's).
+    #[arg(long = "ort-library")]
+    pub ort_library: Option<PathBuf>,
+    /// Where --start records the server's process id (and --stop reads it).
+    #[arg(long = "pid-file", hide = true)]
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Everything the server needs, merged and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inference_address: SocketAddr,
+    pub management_address: SocketAddr,
+    pub metrics_address: SocketAddr,
+    pub model_store: Option<PathBuf>,
+    /// Startup models (`--models` or `load_models`): `all`, file names, or `name=file`.
+    pub load_models: Vec<String>,
+    /// Per-model queue capacity; a full queue answers 503 at once.
+    pub job_queue_size: usize,
+    pub max_request_size: usize,
+    pub max_response_size: usize,
+    pub default_response_timeout: Duration,
+    /// Workers per model when neither the archive nor the API says; 0 = automatic (1 per model,
+    /// with all cores as ONNX Runtime intra-op threads: several sessions on few cores only
+    /// oversubscribe them).
+    pub default_workers_per_model: usize,
+    /// ONNX Runtime intra-op threads per session; 0 = cores / workers.
+    pub intra_op_threads: usize,
+    /// Reject images above PIL's pixel cap (TorchServe's `limit_max_image_pixels`).
+    pub limit_max_image_pixels: bool,
+    pub enable_model_api: bool,
+    pub disable_token_authorization: bool,
+    pub ncs: bool,
+    pub log_config: Option<String>,
+    pub ort_library: Option<PathBuf>,
+    /// Threads of the async runtime serving HTTP (`number_of_netty_threads`); 0 = cores.
+    pub io_threads: usize,
+    /// Every key read, for snapshots.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Keys oxserve understands (TorchServe's, plus `intra_op_threads` and `ort_library`).
+const KNOWN_KEYS: &[&str] = &[
+    "inference_address",
+    "management_address",
+    "metrics_address",
+    "model_store",
+    "load_models",
+    "job_queue_size",
+    "max_request_size",
+    "max_response_size",
+    "default_response_timeout",
+    "default_workers_per_model",
+    "limit_max_image_pixels",
+    "enable_model_api",
+    "disable_token_authorization",
+    "enable_envvars_config",
+    "number_of_netty_threads",
+    "intra_op_threads",
+    "ort_library",
+    // Accepted and not (yet) acted on; listed so they are not reported as unknown.
+    "grpc_inference_address",
+    "grpc_management_address",
+    "grpc_inference_port",
+    "grpc_management_port",
+    "enable_grpc_ssl",
+    "models",
+    "workflow_store",
+    "number_of_gpu",
+    "netty_client_threads",
+    "default_startup_timeout",
+    "unregister_model_timeout",
+    "decode_input_request",
+    "allowed_urls",
+    "use_env_allowed_urls",
+    "blacklist_env_vars",
+    "install_py_dep_per_model",
+    "metrics_mode",
+    "metrics_config",
+    "model_metrics_auto_detect",
+    "disable_system_metrics",
+    "enable_metrics_api",
+    "token_expiration_min",
+    "cors_allowed_origin",
+    "cors_allowed_methods",
+    "cors_allowed_headers",
+    "keystore",
+    "keystore_pass",
+    "keystore_type",
+    "private_key_file",
+    "certificate_file",
+    "initial_worker_port",
+    "async_logging",
+    "prefer_direct_buffer",
+    "service_envelope",
+    "ts_open_inference_protocol",
+    "vmargs",
+    "plugins_path",
+    "system_metrics_cmd",
+    "ipex_enable",
+    "cpu_launcher_enable",
+    "metric_time_interval",
+    "model_snapshot",
+    "tsConfigFile",
+    "version",
+];
+
+/// A configuration problem that stops startup.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Merges file, CLI and (optionally) environment, in TorchServe's precedence.
+    pub fn load(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
+        let environment: BTreeMap<String, String> = std::env::vars().collect();
+        let file = config_file_path(cli, &environment);
+        let mut properties = match &file {
+            Some(path) => parse_properties(&std::fs::read_to_string(path).map_err(|error| {
+                ConfigError(format!(
+                    "cannot read config file {}: {error}",
+                    path.display()
+                ))
+            })?),
+            None => BTreeMap::new(),
+        };
+        let mut warnings: Vec<String> = properties
+            .keys()
+            .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+            .map(|key| format!("config.properties: unknown key {key:?} is ignored"))
+            .collect();
+        apply_cli(cli, &mut properties);
+        if properties.get("enable_envvars_config").map(String::as_str) == Some("true") {
+            for (name, value) in &environment {
+                if let Some(key) = name.strip_prefix("TS_") {
+                    let key = key.to_ascii_lowercase();
+                    if KNOWN_KEYS.contains(&key.as_str()) {
+                        properties.insert(key, value.clone());
+                    }
+                }
+            }
+        }
+        let config = Self::from_properties(properties, cli)?;
+        if config.ort_library.is_none() && environment.contains_key("OXSERVE_ORT_LIBRARY") {
+            warnings.push("OXSERVE_ORT_LIBRARY is not read by the server: use --ort-library or ORT_DYLIB_PATH".into());
+        }
+        Ok((config, warnings))
+    }
+
+    /// Builds a config from already-merged keys (also used by tests).
+    pub fn from_properties(
+        properties: BTreeMap<String, String>,
+        cli: &Cli,
+    ) -> Result<Config, ConfigError> {
+        let reader = Reader(&properties);
+        Ok(Config {
+            inference_address: reader.address("inference_address", "http://127.0.0.1:8080")?,
+            management_address: reader.address("management_address", "http://127.0.0.1:8081")?,
+            metrics_address: reader.address("metrics_address", "http://127.0.0.1:8082")?,
+            model_store: properties.get("model_store").map(PathBuf::from),
+            load_models: properties
+                .get("load_models")
+                .map(|value| split_models(value))
+                .unwrap_or_default(),
+            job_queue_size: reader.number("job_queue_size", 100)?.max(1),
+            max_request_size: reader.number("max_request_size", 6_553_500)?,
+            max_response_size: reader.number("max_response_size", 6_553_500)?,
+            default_response_timeout: Duration::from_secs(
+                reader.number("default_response_timeout", 120)? as u64,
+            ),
+            default_workers_per_model: reader.number("default_workers_per_model", 0)?,
+            intra_op_threads: reader.number("intra_op_threads", 0)?,
+            limit_max_image_pixels: reader.boolean("limit_max_image_pixels", true)?,
+            enable_model_api: reader.boolean("enable_model_api", false)?,
+            disable_token_authorization: reader.boolean("disable_token_authorization", false)?,
+            ncs: cli.ncs,
+            log_config: cli.log_config.clone(),
+            ort_library: properties.get("ort_library").map(PathBuf::from),
+            io_threads: reader.number("number_of_netty_threads", 0)?,
+            properties,
+        })
+    }
+
+    /// The number of cores this process may use.
+    pub fn cores() -> usize {
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1)
+    }
+}
+
+fn config_file_path(cli: &Cli, environment: &BTreeMap<String, String>) -> Option<PathBuf> {
+    if let Some(path) = environment
+        .get("TS_CONFIG_FILE")
+        .filter(|path| !path.is_empty())
+    {
+        return Some(PathBuf::from(path));
+    }
+    if let Some(path) = &cli.ts_config {
+        return Some(path.clone());
+    }
+    let local = Path::new("config.properties");
+    local.is_file().then(|| local.to_path_buf())
+}
+
+/// CLI flags override the file's keys.
+fn apply_cli(cli: &Cli, properties: &mut BTreeMap<String, String>) {
+    if let Some(store) = &cli.model_store {
+        properties.insert("model_store".into(), store.display().to_string());
+    }
+    if !cli.models.is_empty() {
+        properties.insert("load_models".into(), cli.models.join(","));
+    }
+    if cli.enable_model_api {
+        properties.insert("enable_model_api".into(), "true".into());
+    }
+    if cli.disable_token_auth {
+        properties.insert("disable_token_authorization".into(), "true".into());
+    }
+    if let Some(library) = &cli.ort_library {
+        properties.insert("ort_library".into(), library.display().to_string());
+    }
+}
+
+/// `all`, `a.mar,b.mar` or `a.mar b.mar`, `name=path`.
+fn split_models(value: &str) -> Vec<String> {
+    value
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Java `Properties` text: `key=value`, `key: value` or `key value`; `#`/`!` comments; a
+/// trailing backslash continues the line.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    let mut properties = BTreeMap::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split_at = entry.find(['=', ':', ' ', '\t']).unwrap_or(entry.len());
+        let key = entry[..split_at].trim().to_string();
+        let mut value = entry[split_at..].trim_start();
+        if let Some(rest) = value.strip_prefix(['=', ':']) {
+            value = rest;
+        }
+        if !key.is_empty() {
+            properties.insert(key, value.trim().to_string());
+        }
+    }
+    properties
+}
+
+/// Typed reads with errors that name the key.
+struct Reader<'p>(&'p BTreeMap<String, String>);
+
+impl Reader<'_> {
+    fn number(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.0.get(key) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "config key {key}: {value:?} is not a non-negative integer"
+                ))
+            }),
+        }
+    }
+
+    fn boolean(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self
+            .0
+            .get(key)
+            .map(|value| value.trim().to_ascii_lowercase())
+        {
+            None => Ok(default),
+            Some(value) if value == "true" => Ok(true),
+            Some(value) if value == "false" => Ok(false),
+            Some(value) => Err(ConfigError(format!(
+                "config key {key}: {value:?} is not true or false"
+            ))),
+        }
+    }
+
+    fn address(&self, key: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let value = self.0.get(key).map(String::as_str).unwrap_or(default);
+        parse_address(value).map_err(|reason| ConfigError(format!("config key {key}: {reason}")))
+    }
+}
+
+/// `http://host:port` (TorchServe's form) or a bare `host:port`.
+pub fn parse_address(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    if value.starts_with("https://") {
+        return Err(format!(
+            "{value:?}: https listeners are not supported yet; terminate TLS in front of oxserve"
+        ));
+    }
+    let host_port = value
+        .strip_prefix("http://")
+        .unwrap_or(value)
+        .trim_end_matches('/');
+    host_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .ok_or_else(|| format!("{value:?} is not an address like http://127.0.0.1:8080"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_parse_like_java() {
+        let text = "# comment\ninference_address=http://0.0.0.0:9080\nmanagement_address: http://127.0.0.1:9081\njob_queue_size 5\nload_models=a.mar,\\\n  b.mar\n";
+        let properties = parse_properties(text);
+        assert_eq!(properties["inference_address"], "http://0.0.0.0:9080");
+        assert_eq!(properties["management_address"], "http://127.0.0.1:9081");
+        assert_eq!(properties["job_queue_size"], "5");
+        assert_eq!(properties["load_models"], "a.mar,b.mar");
+    }
+
+    #[test]
+    fn defaults_are_torchserve_defaults_on_loopback() {
+        let config = Config::from_properties(BTreeMap::new(), &Cli::default()).expect("defaults");
+        assert_eq!(config.inference_address.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.management_address.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.metrics_address.to_string(), "127.0.0.1:8082");
+        assert_eq!(config.job_queue_size, 100);
+        assert_eq!(config.max_request_size, 6_553_500);
+        assert_eq!(config.default_response_timeout, Duration::from_secs(120));
+        assert!(!config.enable_model_api);
+    }
+
+    #[test]
+    fn malformed_values_name_their_key() {
+        for (key, value) in [
+            ("job_queue_size", "many"),
+            ("enable_model_api", "yes"),
+            ("inference_address", "https://x:1"),
+        ] {
+            let properties = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let error = Config::from_properties(properties, &Cli::default()).expect_err(key);
+            assert!(error.0.contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn cli_overrides_file_and_models_split() {
+        let cli = Cli::try_parse_from([
+            "oxserve",
+            "--model-store",
+            "store",
+            "--models",
+            "a.mar",
+            "n=b.mar",
+        ])
+        .expect("parses");
+        let mut properties = BTreeMap::from([("model_store".to_string(), "elsewhere".to_string())]);
+        apply_cli(&cli, &mut properties);
+        let config = Config::from_properties(properties, &cli).expect("config");
+        assert_eq!(config.model_store, Some(PathBuf::from("store")));
+        assert_eq!(config.load_models, vec!["a.mar", "n=b.mar"]);
+    }
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

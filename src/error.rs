@@ -1,0 +1,205 @@
+//! The one error type that crosses module boundaries in the server, and its mapping to
+//! TorchServe's wire form: an HTTP status plus `{"code", "type", "message"}` where `type` is the
+//! Java exception TorchServe would have thrown. The mapping lives here and nowhere else; the
+//! transports call [`ServeError::status`] and [`ServeError::body`].
+//!
+//! `Clone`, so one failed batch can answer every request in it.
+
+use serde::Serialize;
+
+/// Everything a request or management call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServeError {
+    /// No route matches (TorchServe's ResourceNotFoundException).
+    #[error("Requested resource is not found, please refer to API document.")]
+    ResourceNotFound,
+    /// The route exists but not for this method.
+    #[error("Requested method is not allowed, please refer to API document.")]
+    MethodNotAllowed,
+    /// Unknown model name.
+    #[error("Model not found: {0}")]
+    ModelNotFound(String),
+    /// Known model, unknown version.
+    #[error("Model version: {version} does not exist for model: {model}")]
+    ModelVersionNotFound { model: String, version: String },
+    /// The request itself is wrong (bad image, wrong tensor shape, empty body, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than `max_request_size`.
+    #[error("Request body exceeds the limit of {limit} bytes (max_request_size)")]
+    PayloadTooLarge { limit: usize },
+    /// The model's queue is full or it has no workers (TorchServe's 503 wording).
+    #[error("Model \"{0}\" has no worker to serve inference request. Please use scale workers API to add workers. If this is a sequence inference, please check if it is closed, or expired; or exceeds maxSequenceJobQueueSize")]
+    NoWorker(String),
+    /// The graph or handler failed on valid input (TorchServe's "Prediction failed").
+    #[error("Prediction failed")]
+    PredictionFailed,
+    /// ONNX Runtime ran out of memory.
+    #[error("Out of resources")]
+    OutOfResources,
+    /// A worker panicked or was stopped while holding the request.
+    #[error("Worker died.")]
+    WorkerDied,
+    /// The model did not answer within its response timeout.
+    #[error("Worker died. The model did not answer within its response timeout of {seconds} s")]
+    ResponseTimeout { seconds: u64 },
+    /// A model answer larger than `max_response_size`.
+    #[error("Invalid response")]
+    InvalidResponse,
+    /// Anything else; the message is logged, not sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// TorchServe's error body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: u16,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ServeError {
+    /// The HTTP status TorchServe answers with (`HttpRequestHandler`, `RestJob`, `service.py`).
+    pub fn status(&self) -> u16 {
+        match self {
+            ServeError::ResourceNotFound
+            | ServeError::ModelNotFound(_)
+            | ServeError::ModelVersionNotFound { .. } => 404,
+            ServeError::MethodNotAllowed => 405,
+            ServeError::BadRequest(_) => 400,
+            ServeError::PayloadTooLarge { .. } => 413,
+            ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
+            ServeError::OutOfResources | ServeError::InvalidResponse => 507,
+            ServeError::WorkerDied
+            | ServeError::ResponseTimeout { .. }
+            | ServeError::Internal(_) => 500,
+        }
+    }
+
+    /// The Java exception name TorchServe puts in `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServeError::ResourceNotFound => "ResourceNotFoundException",
+            ServeError::MethodNotAllowed => "MethodNotAllowedException",
+            ServeError::ModelNotFound(_) => "ModelNotFoundException",
+            ServeError::ModelVersionNotFound { .. } => "ModelVersionNotFoundException",
+            ServeError::BadRequest(_) => "BadRequestException",
+            ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
+            ServeError::NoWorker(_) => "ServiceUnavailableException",
+            ServeError::PredictionFailed
+            | ServeError::OutOfResources
+            | ServeError::WorkerDied
+            | ServeError::ResponseTimeout { .. }
+            | ServeError::InvalidResponse
+            | ServeError::Internal(_) => "InternalServerException",
+        }
+    }
+
+    /// The body to send. Internal details never leave the process.
+    pub fn body(&self) -> ErrorBody {
+        let message = match self {
+            ServeError::Internal(_) => "Internal server error".to_string(),
+            other => other.to_string(),
+        };
+        ErrorBody {
+            code: self.status(),
+            kind: self.kind(),
+            message,
+        }
+    }
+}
+
+impl From<oxserve_archiver::ArchiveError> for ServeError {
+    fn from(error: oxserve_archiver::ArchiveError) -> Self {
+        use oxserve_archiver::ArchiveError as A;
+        match error {
+            A::InvalidArgument(_)
+            | A::InvalidModel(_)
+            | A::InvalidHandler(_)
+            | A::InvalidModelConfig { .. }
+            | A::UnsafeArchive(_)
+            | A::MalformedArchive(_)
+            | A::OutputExists(_)
+            | A::MissingInput { .. } => ServeError::BadRequest(error.to_string()),
+            A::Runtime(_) | A::Io { .. } => ServeError::Internal(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row per variant: the status and type TorchServe answers with.
+    #[test]
+    fn every_error_maps_to_torchserve_status_and_type() {
+        let table = [
+            (
+                ServeError::ResourceNotFound,
+                404,
+                "ResourceNotFoundException",
+            ),
+            (
+                ServeError::MethodNotAllowed,
+                405,
+                "MethodNotAllowedException",
+            ),
+            (
+                ServeError::ModelNotFound("m".into()),
+                404,
+                "ModelNotFoundException",
+            ),
+            (
+                ServeError::ModelVersionNotFound {
+                    model: "m".into(),
+                    version: "2".into(),
+                },
+                404,
+                "ModelVersionNotFoundException",
+            ),
+            (
+                ServeError::BadRequest("x".into()),
+                400,
+                "BadRequestException",
+            ),
+            (
+                ServeError::PayloadTooLarge { limit: 1 },
+                413,
+                "RequestTooLargeException",
+            ),
+            (
+                ServeError::NoWorker("m".into()),
+                503,
+                "ServiceUnavailableException",
+            ),
+            (ServeError::PredictionFailed, 503, "InternalServerException"),
+            (ServeError::OutOfResources, 507, "InternalServerException"),
+            (ServeError::WorkerDied, 500, "InternalServerException"),
+            (
+                ServeError::ResponseTimeout { seconds: 1 },
+                500,
+                "InternalServerException",
+            ),
+            (ServeError::InvalidResponse, 507, "InternalServerException"),
+            (
+                ServeError::Internal("secret".into()),
+                500,
+                "InternalServerException",
+            ),
+        ];
+        for (error, status, kind) in table {
+            let body = error.body();
+            assert_eq!((body.code, body.kind), (status, kind), "{error:?}");
+        }
+        assert_eq!(
+            ServeError::Internal("secret".into()).body().message,
+            "Internal server error"
+        );
+        assert_eq!(
+            ServeError::ModelNotFound("noop".into()).body().message,
+            "Model not found: noop"
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Image pre-processing as torchvision does it on PIL images: decode (JPEG, PNG, GIF, BMP, WebP;
+//! base64 text too) → colour conversion (PIL's formulas) → `Resize(n)` (shorter side to n,
+//! antialiased bilinear, as Pillow's convolution resampler) → `CenterCrop(n)` (Python's rounding) →
+//! `ToTensor` → `Normalize`, written straight into a channel-first float buffer. Pure, synchronous
+//! code: workers call it; it never touches ONNX Runtime.
+
+use std::io::Cursor;
+
+use base64::Engine;
+use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::{DynamicImage, ImageFormat, ImageReader};
+use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
+
+use crate::error::ServeError;
+
+/// A decoded image in the handler's colour mode, 8 bits per channel, interleaved.
+#[derive(Debug, Clone)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes request bytes into pixels: raw image bytes, or base64 text of them (TorchServe
+/// decodes base64 strings), or a JSON string / `{"data": "..."}` holding base64.
+pub fn decode(
+    bytes: &[u8],
+    settings: &ImagePreprocess,
+    limit_pixels: bool,
+) -> Result<Pixels, ServeError> {
+    if bytes.is_empty() {
+        return Err(ServeError::BadRequest(
+            "the request has no image: the body is empty".into(),
+        ));
+    }
+    let decoded_base64;
+    let image_bytes = if image::guess_format(bytes).is_ok() {
+        bytes
+    } else {
+        decoded_base64 = base64_payload(bytes).ok_or_else(|| {
+            ServeError::BadRequest(
+                "the request body is not an image (JPEG, PNG, GIF, BMP or WebP) nor base64 text of one".into(),
+            )
+        })?;
+        &decoded_base64
+    };
+    if image::guess_format(image_bytes).ok() == Some(ImageFormat::Jpeg)
+        && jpeg_is_truncated(image_bytes)
+    {
+        // The decoder would pad the missing part with grey; PIL refuses ("image file is truncated").
+        return Err(ServeError::BadRequest(
+            "cannot decode the JPEG image: the file is truncated".into(),
+        ));
+    }
+    let reader = ImageReader::new(Cursor::new(image_bytes))
+        .with_guessed_format()
+        .map_err(|error| ServeError::BadRequest(format!("cannot read the image: {error}")))?;
+    let format = reader.format();
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|error| ServeError::BadRequest(format!("cannot decode the image: {error}")))?;
+    let pixels = u64::from(width) * u64::from(height);
+    if limit_pixels && pixels > settings.max_pixels {
+        return Err(ServeError::BadRequest(format!(
+            "the image has {width}x{height} = {pixels} pixels, more than the limit of {} (a decompression bomb?)",
+            settings.max_pixels
+        )));
+    }
+    let mut reader = ImageReader::new(Cursor::new(image_bytes));
+    if let Some(format) = format {
+        reader.set_format(format);
+    }
+    let mut limits = image::Limits::default();
+    // Room for the decoded pixels plus decoder scratch, and no more.
+    limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
+    reader.limits(limits);
+    let image = reader.decode().map_err(|error| {
+        ServeError::BadRequest(format!(
+            "cannot decode the {} image: {error}",
+            format_name(format)
+        ))
+    })?;
+    Ok(convert(image, settings.color))
+}
+
+/// A JPEG whose scan data is not followed by an end-of-image marker (0xFFD9). The marker cannot
+/// occur inside entropy-coded data (0xFF bytes are stuffed there), so its absence after the first
+/// start-of-scan (0xFFDA) means bytes are missing.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let marker = |code: u8| bytes.windows(2).position(|pair| pair == [0xFF, code]);
+    let start_of_scan = marker(0xDA);
+    let end_of_image = bytes.windows(2).rposition(|pair| pair == [0xFF, 0xD9]);
+    match (start_of_scan, end_of_image) {
+        (Some(scan), Some(end)) => end < scan,
+        _ => true,
+    }
+}
+
+fn format_name(format: Option<ImageFormat>) -> String {
+    format
+        .map(|format| format!("{format:?}").to_uppercase())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Base64 text, bare or inside a JSON string or `{"data"|"body": "..."}` object.
+fn base64_payload(bytes: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let inner: String = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::String(value)) => value,
+        Ok(serde_json::Value::Object(map)) => map
+            .get("data")
+            .or_else(|| map.get("body"))
+            .and_then(|value| value.as_str())
+            .map(str::to_string)?,
+        _ => text.to_string(),
+    };
+    let compact: String = inner.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact = compact
+        .split_once("base64,")
+        .map_or(compact.as_str(), |(_, data)| data);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()?;
+    image::guess_format(&decoded).is_ok().then_some(decoded)
+}
+
+/// Converts to the handler's colour mode with PIL's formulas (`convert("L")` uses ITU-R 601-2
+/// luma in fixed point; alpha is dropped as `convert("RGB")` does).
+fn convert(image: DynamicImage, color: ColorMode) -> Pixels {
+    let (width, height) = (image.width(), image.height());
+    match color {
+        ColorMode::Rgb => Pixels {
+            width,
+            height,
+            channels: 3,
+            data: image.into_rgb8().into_raw(),
+        },
+        ColorMode::Gray => {
+            let data = match image {
+                DynamicImage::ImageLuma8(gray) => gray.into_raw(),
+                other => other
+                    .into_rgb8()
+                    .pixels()
+                    .map(|pixel| {
+                        let [r, g, b] = pixel.0.map(u32::from);
+                        ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8
+                    })
+                    .collect(),
+            };
+            Pixels {
+                width,
+                height,
+                channels: 1,
+                data,
+            }
+        }
+    }
+}
+
+/// torchvision `Resize(size)` on a PIL image: the shorter side becomes `size`, the longer side
+/// `int(size * long / short)` (truncated, as torchvision computes it).
+pub fn resized_dimensions(width: u32, height: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if width <= height {
+        (width, height)
+    } else {
+        (height, width)
+    };
+    if short == size {
+        return (width, height);
+    }
+    let new_long = (u64::from(size) * u64::from(long) / u64::from(short.max(1))) as u32;
+    if width <= height {
+        (size, new_long.max(1))
+    } else {
+        (new_long.max(1), size)
+    }
+}
+
+/// Antialiased bilinear resize (Pillow's convolution resampling, SIMD-accelerated).
+pub fn resize(pixels: &Pixels, width: u32, height: u32) -> Result<Pixels, ServeError> {
+    if (pixels.width, pixels.height) == (width, height) {
+        return Ok(pixels.clone());
+    }
+    let pixel_type = if pixels.channels == 3 {
+        PixelType::U8x3
+    } else {
+        PixelType::U8
+    };
+    let source = Image::from_vec_u8(pixels.width, pixels.height, pixels.data.clone(), pixel_type)
+        .map_err(|error| ServeError::Internal(format!("resize source: {error}")))?;
+    let mut target = Image::new(width, height, pixel_type);
+    Resizer::new()
+        .resize(
+            &source,
+            &mut target,
+            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
+        )
+        .map_err(|error| ServeError::Internal(format!("resize: {error}")))?;
+    Ok(Pixels {
+        width,
+        height,
+        channels: pixels.channels,
+        data: target.into_vec(),
+    })
+}
+
+/// Python's `round()`: halves go to the even neighbour.
+fn round_half_even(value: f64) -> i64 {
+    let rounded = value.round();
+    if (value - value.trunc()).abs() == 0.5 && rounded as i64 % 2 != 0 {
+        (rounded - value.signum()) as i64
+    } else {
+        rounded as i64
+    }
+}
+
+/// Runs the whole pipeline and returns a `[C, H, W]` float tensor's data and its (H, W).
+pub fn preprocess(
+    pixels: &Pixels,
+    settings: &ImagePreprocess,
+) -> Result<(Vec<f32>, u32, u32), ServeError> {
+    let resized = match settings.resize {
+        Some(size) => {
+            let (width, height) = resized_dimensions(pixels.width, pixels.height, size);
+            resize(pixels, width, height)?
+        }
+        None => pixels.clone(),
+    };
+    let (out_width, out_height) = match settings.center_crop {
+        Some(crop) => (crop, crop),
+        None => (resized.width, resized.height),
+    };
+    // torchvision's CenterCrop: offsets rounded half-to-even; a negative offset means padding.
+    let left = round_half_even((f64::from(resized.width) - f64::from(out_width)) / 2.0);
+    let top = round_half_even((f64::from(resized.height) - f64::from(out_height)) / 2.0);
+    let channels = resized.channels;
+    let plane = out_width as usize * out_height as usize;
+    // One lookup table per channel: 8-bit value → normalised float, computed as torchvision does
+    // (x / 255, then (x - mean) / std in float32).
+    let tables: Vec<[f32; 256]> = (0..channels)
+        .map(|channel| {
+            let mean = settings.mean.get(channel).copied().unwrap_or(0.0);
+            let std = settings.std.get(channel).copied().unwrap_or(1.0);
+            let mut table = [0f32; 256];
+            for (value, slot) in table.iter_mut().enumerate() {
+                *slot = ((value as f32) * settings.scale - mean) / std;
+            }
+            table
+        })
+        .collect();
+    let mut data = vec![0f32; channels * plane];
+    for y in 0..out_height as i64 {
+        let source_y = y + top;
+        for x in 0..out_width as i64 {
+            let source_x = x + left;
+            let inside = source_x >= 0
+                && source_y >= 0
+                && source_x < i64::from(resized.width)
+                && source_y < i64::from(resized.height);
+            let target = y as usize * out_width as usize + x as usize;
+            for channel in 0..channels {
+                data[channel * plane + target] = if inside {
+                    let index = (source_y as usize * resized.width as usize + source_x as usize)
+                        * channels
+                        + channel;
+                    tables[channel][resized.data[index] as usize]
+                } else {
+                    // torchvision pads with 0 before normalising.
+                    tables[channel][0]
+                };
+            }
+        }
+    }
+    Ok((data, out_height, out_width))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_keeps_aspect_with_truncation() {
+        assert_eq!(resized_dimensions(451, 300, 256), (384, 256));
+        assert_eq!(resized_dimensions(300, 451, 256), (256, 384));
+        assert_eq!(resized_dimensions(28, 28, 28), (28, 28));
+    }
+
+    #[test]
+    fn python_rounding() {
+        assert_eq!(round_half_even(0.5), 0);
+        assert_eq!(round_half_even(1.5), 2);
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(80.0), 80);
+        assert_eq!(round_half_even(-0.5), 0);
+    }
+
+    #[test]
+    fn garbage_and_empty_bodies_are_bad_requests() {
+        let settings = oxserve_archiver::HandlerConfig::builtin("image_classifier")
+            .and_then(|config| config.image)
+            .expect("builtin");
+        for body in [&b""[..], b"hello world", b"\x89PNG\r\n\x1a\nbroken"] {
+            let error = decode(body, &settings, true).expect_err("refused");
+            assert_eq!(error.status(), 400, "{error}");
+        }
+    }
+}

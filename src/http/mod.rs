@@ -1,0 +1,101 @@
+//! HTTP frontends: decode a request, call the model, encode the answer, map errors. No tensors,
+//! sessions or batching here. Each API has its own listener (TorchServe's three ports):
+//! [`inference`] (8080), [`management`] (8081), [`metrics`] (8082). This module holds what they
+//! share: TorchServe's JSON and error bodies, the `x-request-id` header and the access log.
+
+pub mod inference;
+pub mod management;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ServeError;
+use crate::AppState;
+
+/// Shared state of the HTTP handlers.
+pub type State = Arc<AppState>;
+
+/// A JSON body pretty-printed as TorchServe's frontend does (Gson: two-space indent, then `\n`).
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+impl IntoResponse for ServeError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), "{self}");
+        }
+        json_response(status, &self.body())
+    }
+}
+
+/// The request id, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Gives every request an id (sent back as `x-request-id`, as TorchServe does), a tracing span,
+/// and one access-log line.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let id = uuid::Uuid::new_v4().to_string();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id);
+    let started = Instant::now();
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    tracing::info!(
+        target: "access_log",
+        "{method} {path} {} {}us request_id={id}",
+        response.status().as_u16(),
+        started.elapsed().as_micros()
+    );
+    response
+}
+
+/// TorchServe's answer for unknown paths.
+pub async fn not_found() -> ServeError {
+    ServeError::ResourceNotFound
+}
+
+/// TorchServe's answer for known paths with the wrong method.
+pub async fn method_not_allowed() -> ServeError {
+    ServeError::MethodNotAllowed
+}
+
+/// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes (checked against
+/// Content-Length first, then counted while streaming, so a lying or chunked client cannot make
+/// the server buffer more than `limit`).
+pub async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<bytes::Bytes, ServeError> {
+    use http_body_util::BodyExt;
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ServeError::PayloadTooLarge { limit });
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(ServeError::PayloadTooLarge { limit })
+        }
+        Err(error) => Err(ServeError::BadRequest(format!(
+            "cannot read the request body: {error}"
+        ))),
+    }
+}

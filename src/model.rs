@@ -1,0 +1,330 @@
+//! A loaded model version: its unpacked archive, handler, job queue and workers. `infer` is the
+//! one entry point both transports call. Loading (unpacking, session builds) is blocking work:
+//! callers run [`ModelVersion::load`] off the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use oxserve_archiver::unpack::{self, ExtractedArchive, Limits};
+use tokio::sync::oneshot;
+
+use crate::batching::{BatchPolicy, BatchWait, Job, JobQueue, RunHandle};
+use crate::error::ServeError;
+use crate::handler::{Handler, RequestItem};
+use crate::runtime::SessionSettings;
+use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
+
+/// Settings of one model version, after config.properties, model-config.yaml and API parameters
+/// have been merged (in that order of precedence).
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub min_workers: usize,
+    pub max_workers: usize,
+    pub batch_size: usize,
+    pub max_batch_delay: Duration,
+    pub batch_wait: BatchWait,
+    pub response_timeout: Duration,
+    pub job_queue_size: usize,
+    /// ONNX Runtime intra-op threads per worker session.
+    pub intra_op_threads: usize,
+    pub limit_max_image_pixels: bool,
+}
+
+/// Counters a model's workers update, read by describe, metrics and tests.
+#[derive(Debug, Default)]
+pub struct ModelStats {
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub inference_micros: AtomicU64,
+    pub queue_micros: AtomicU64,
+}
+
+impl ModelStats {
+    pub fn record_batch(&self, rows: usize, inference: Duration, queue_wait: Duration) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.largest_batch.fetch_max(rows as u64, Ordering::Relaxed);
+        self.inference_micros
+            .fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
+        self.queue_micros
+            .fetch_add(queue_wait.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where a model came from and what to call it.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    /// The archive: a .mar/.tar.gz file or an unpacked folder.
+    pub archive: PathBuf,
+    /// Name to register under; the manifest's `modelName` when absent.
+    pub name: Option<String>,
+    /// `modelUrl` as TorchServe reports it (the archive's file name in the store).
+    pub url: String,
+    pub settings: ModelSettings,
+    /// Whether `settings` may be overridden by the archive's model-config.yaml.
+    pub apply_model_config: bool,
+    pub loaded_at_startup: bool,
+    /// First worker id to hand out (TorchServe's `initial_worker_port`, 9000).
+    pub first_worker_id: u32,
+}
+
+/// A model version that can answer requests.
+pub struct ModelVersion {
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    pub archive: ExtractedArchive,
+    pub settings: ModelSettings,
+    pub loaded_at_startup: bool,
+    pub stats: Arc<ModelStats>,
+    handler: Arc<Handler>,
+    graph: Arc<[u8]>,
+    queue: JobQueue,
+    /// Live workers; a std Mutex, only locked for quick bookkeeping, never across an await.
+    workers: Mutex<Vec<WorkerHandle>>,
+    next_worker_id: AtomicU64,
+    /// Keeps the unpacked archive alive; removed when the model is dropped.
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+impl ModelVersion {
+    /// Unpacks the archive safely, checks its handler against the graph, and starts
+    /// `min_workers` workers. Blocking.
+    pub fn load(request: LoadRequest) -> Result<Arc<ModelVersion>, ServeError> {
+        let (archive, unpacked) = unpack_archive(&request.archive)?;
+        let manifest = &archive.manifest;
+        let name = request
+            .name
+            .clone()
+            .unwrap_or_else(|| manifest.model.model_name.clone());
+        oxserve_archiver::manifest::validate_model_name(&name)?;
+        let section = manifest.oxserve.as_ref().ok_or_else(|| {
+            ServeError::BadRequest(format!(
+                "{} was made by torch-model-archiver for a Python handler; oxserve serves ONNX graphs: re-archive it with oxserve-archiver",
+                request.url
+            ))
+        })?;
+        let handler_config = archive
+            .handler
+            .clone()
+            .ok_or_else(|| ServeError::BadRequest("the archive has no handler config".into()))?;
+        let mut settings = request.settings.clone();
+        if request.apply_model_config {
+            if let Some(config) = &archive.model_config {
+                apply_model_config(&mut settings, config);
+            }
+        }
+        let handler = Handler::new(
+            handler_config,
+            section.signature.clone(),
+            &archive.root,
+            settings.limit_max_image_pixels,
+        )
+        .map_err(|reason| {
+            ServeError::BadRequest(format!(
+                "the archive's handler does not fit its graph: {reason}"
+            ))
+        })?;
+        let serialized =
+            manifest.model.serialized_file.clone().ok_or_else(|| {
+                ServeError::BadRequest("the manifest names no serializedFile".into())
+            })?;
+        let graph: Arc<[u8]> = std::fs::read(archive.root.join(&serialized))
+            .map_err(|error| ServeError::BadRequest(format!("cannot read {serialized}: {error}")))?
+            .into();
+        let model = Arc::new(ModelVersion {
+            name,
+            version: manifest.model.model_version.clone(),
+            url: request.url,
+            loaded_at_startup: request.loaded_at_startup,
+            stats: Arc::default(),
+            handler: Arc::new(handler),
+            graph,
+            queue: JobQueue::new(settings.job_queue_size),
+            workers: Mutex::new(Vec::new()),
+            next_worker_id: AtomicU64::new(u64::from(request.first_worker_id)),
+            archive,
+            settings,
+            _unpacked: unpacked,
+        });
+        model.scale_to(model.settings.min_workers)?;
+        Ok(model)
+    }
+
+    /// Queues a request and waits for its answers (one per item).
+    pub async fn infer(
+        &self,
+        items: Vec<RequestItem>,
+    ) -> Result<Vec<serde_json::Value>, ServeError> {
+        if self.live_workers() == 0 {
+            return Err(ServeError::NoWorker(self.name.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let run_handle = Arc::new(RunHandle::default());
+        let job = Job {
+            items,
+            reply,
+            enqueued: Instant::now(),
+            run_handle: Arc::clone(&run_handle),
+            span: tracing::Span::current(),
+        };
+        if self.queue.submit(job).is_err() {
+            return Err(ServeError::NoWorker(self.name.clone()));
+        }
+        match tokio::time::timeout(self.settings.response_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ServeError::WorkerDied),
+            Err(_) => {
+                run_handle.terminate();
+                tracing::warn!(model = %self.name, "request exceeded the response timeout");
+                Err(ServeError::ResponseTimeout {
+                    seconds: self.settings.response_timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Starts or stops workers until `count` are live. Stopping lets in-flight batches finish.
+    /// Blocking (session builds).
+    pub fn scale_to(&self, count: usize) -> Result<(), ServeError> {
+        let session = SessionSettings {
+            intra_op_threads: self.settings.intra_op_threads,
+            spinning: false,
+        };
+        loop {
+            let live = self.live_workers();
+            if live == count {
+                return Ok(());
+            }
+            if live > count {
+                let surplus = {
+                    let mut workers = self
+                        .workers
+                        .lock()
+                        .map_err(|_| ServeError::Internal("worker list poisoned".into()))?;
+                    let keep = workers.len().saturating_sub(live - count);
+                    workers.split_off(keep)
+                };
+                for worker in surplus {
+                    worker.stop_and_join();
+                }
+                continue;
+            }
+            let id = self.next_worker_id.fetch_add(1, Ordering::Relaxed) as u32;
+            let worker = WorkerHandle::spawn(WorkerContext {
+                id,
+                model_label: format!("{}_{}", self.name, self.version),
+                graph: Arc::clone(&self.graph),
+                handler: Arc::clone(&self.handler),
+                session: session.clone(),
+                policy: BatchPolicy {
+                    batch_size: self.settings.batch_size,
+                    max_batch_delay: self.settings.max_batch_delay,
+                    wait: self.settings.batch_wait,
+                },
+                jobs: self.queue.receiver(),
+                stats: Arc::clone(&self.stats),
+            })?;
+            self.workers
+                .lock()
+                .map_err(|_| ServeError::Internal("worker list poisoned".into()))?
+                .push(worker);
+        }
+    }
+
+    /// Workers ready to take jobs.
+    pub fn live_workers(&self) -> usize {
+        self.workers
+            .lock()
+            .map(|workers| {
+                workers
+                    .iter()
+                    .filter(|worker| worker.state.status() == WorkerStatus::Ready)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// (id, start time, status) of every worker, for describe.
+    pub fn worker_snapshot(&self) -> Vec<(u32, SystemTime, WorkerStatus)> {
+        self.workers
+            .lock()
+            .map(|workers| {
+                workers
+                    .iter()
+                    .map(|worker| (worker.id, worker.state.started_at, worker.state.status()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// (pending jobs, remaining queue capacity).
+    pub fn queue_status(&self) -> (usize, usize) {
+        (self.queue.pending(), self.queue.remaining_capacity())
+    }
+
+    /// Stops every worker after in-flight work. Blocking.
+    pub fn shutdown(&self) {
+        let _ = self.scale_to(0);
+    }
+}
+
+/// model-config.yaml's frontend keys over config.properties defaults.
+fn apply_model_config(settings: &mut ModelSettings, config: &oxserve_archiver::ModelConfig) {
+    if let Some(min) = config.min_workers {
+        settings.min_workers = min as usize;
+    }
+    if let Some(max) = config.max_workers {
+        settings.max_workers = max as usize;
+    }
+    if let Some(size) = config.batch_size {
+        settings.batch_size = size.max(1) as usize;
+    }
+    if let Some(delay) = config.max_batch_delay {
+        settings.max_batch_delay = Duration::from_millis(delay);
+    }
+    if let Some(timeout) = config.response_timeout {
+        settings.response_timeout = Duration::from_secs(timeout);
+    }
+    if let Some(size) = config.job_queue_size {
+        settings.job_queue_size = size.max(1) as usize;
+    }
+    if let Some(wait) = config
+        .backend
+        .get("batchWait")
+        .and_then(|value| value.as_str())
+    {
+        settings.batch_wait = if wait == "fill" {
+            BatchWait::Fill
+        } else {
+            BatchWait::Eager
+        };
+    }
+    if let Some(threads) = config
+        .backend
+        .get("intraOpThreads")
+        .and_then(|value| value.as_u64())
+    {
+        settings.intra_op_threads = threads.max(1) as usize;
+    }
+    settings.max_workers = settings.max_workers.max(settings.min_workers);
+}
+
+fn unpack_archive(
+    path: &Path,
+) -> Result<(ExtractedArchive, Option<tempfile::TempDir>), ServeError> {
+    if path.is_dir() {
+        return Ok((unpack::load_extracted(path)?, None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("oxserve-model-")
+        .tempdir()
+        .map_err(|error| {
+            ServeError::Internal(format!("cannot create a folder to unpack into: {error}"))
+        })?;
+    let archive = unpack::extract(path, &dir.path().join("archive"), &Limits::default())?;
+    Ok((archive, Some(dir)))
+}

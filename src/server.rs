@@ -1,0 +1,186 @@
+//! Starting and stopping the server: load ONNX Runtime, bind the three listeners, load the startup
+//! models (off the async runtime), serve until the shutdown future resolves, then let in-flight
+//! requests finish and stop every worker.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::batching::BatchWait;
+use crate::config::Config;
+use crate::error::ServeError;
+use crate::model::{LoadRequest, ModelSettings, ModelVersion};
+use crate::registry::Registry;
+use crate::{http, store, AppState};
+
+/// The bound listeners (port 0 in tests gives free ports).
+pub struct Listeners {
+    pub inference: TcpListener,
+    pub management: TcpListener,
+    pub metrics: TcpListener,
+}
+
+/// Where a running server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub inference: SocketAddr,
+    pub management: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Listeners {
+    /// Binds the configured addresses; a port in use is reported with the key to change.
+    pub async fn bind(config: &Config) -> Result<Listeners, String> {
+        let bind = |key: &'static str, address: SocketAddr| async move {
+            if !address.ip().is_loopback() {
+                tracing::warn!("{key} = {address}: this API is reachable from other machines, not only this one");
+            }
+            TcpListener::bind(address)
+                .await
+                .map_err(|error| format!("cannot listen on {address} ({key}): {error}"))
+        };
+        Ok(Listeners {
+            inference: bind("inference_address", config.inference_address).await?,
+            management: bind("management_address", config.management_address).await?,
+            metrics: bind("metrics_address", config.metrics_address).await?,
+        })
+    }
+
+    pub fn addresses(&self) -> std::io::Result<Addresses> {
+        Ok(Addresses {
+            inference: self.inference.local_addr()?,
+            management: self.management.local_addr()?,
+            metrics: self.metrics.local_addr()?,
+        })
+    }
+}
+
+/// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms).
+pub fn default_settings(config: &Config) -> ModelSettings {
+    let workers = if config.default_workers_per_model == 0 {
+        1
+    } else {
+        config.default_workers_per_model
+    };
+    let threads = if config.intra_op_threads == 0 {
+        (Config::cores() / workers).max(1)
+    } else {
+        config.intra_op_threads
+    };
+    ModelSettings {
+        min_workers: workers,
+        max_workers: workers,
+        batch_size: 1,
+        max_batch_delay: Duration::from_millis(100),
+        batch_wait: BatchWait::Eager,
+        response_timeout: config.default_response_timeout,
+        job_queue_size: config.job_queue_size,
+        intra_op_threads: threads,
+        limit_max_image_pixels: config.limit_max_image_pixels,
+    }
+}
+
+/// Loads the models `--models`/`load_models` name. A model that fails is logged and skipped,
+/// as TorchServe does; the server still starts.
+async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
+    let entries = store::startup_models(
+        state.config.model_store.as_deref(),
+        &state.config.load_models,
+    )
+    .map_err(|error| error.to_string())?;
+    for entry in entries {
+        let request = LoadRequest {
+            archive: entry.path.clone(),
+            name: entry.name.clone(),
+            url: entry.url.clone(),
+            settings: default_settings(&state.config),
+            apply_model_config: true,
+            loaded_at_startup: true,
+            first_worker_id: 9000,
+        };
+        let loaded = tokio::task::spawn_blocking(move || ModelVersion::load(request))
+            .await
+            .unwrap_or_else(|_| Err(ServeError::Internal("model loading panicked".into())));
+        match loaded {
+            Ok(model) => {
+                tracing::info!(model = %model.name, version = %model.version, workers = model.live_workers(), "model loaded from {}", entry.url);
+                if state.registry.add(Arc::clone(&model)).is_err() {
+                    tracing::error!(
+                        "{}: version {} of {} is already loaded",
+                        entry.url,
+                        model.version,
+                        model.name
+                    );
+                    tokio::task::spawn_blocking(move || model.shutdown());
+                }
+            }
+            Err(error) => tracing::error!("cannot load {}: {error}", entry.url),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the server on bound listeners until `shutdown` resolves. Returns once every listener has
+/// finished its in-flight requests and every worker has stopped.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let loaded = crate::runtime::init(config.ort_library.as_deref())?;
+    tracing::info!(
+        "ONNX Runtime loaded from {} ({:?})",
+        loaded.path.display(),
+        loaded.source
+    );
+    let state = Arc::new(AppState {
+        config,
+        registry: Registry::default(),
+    });
+    load_startup_models(&state).await?;
+    let addresses = listeners.addresses().map_err(|error| error.to_string())?;
+    tracing::info!(
+        "inference API on http://{}, management API on http://{}, metrics on http://{}",
+        addresses.inference,
+        addresses.management,
+        addresses.metrics
+    );
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let serve = |listener: TcpListener, router: axum::Router| {
+        let mut stop = stop.clone();
+        let app = router.layer(axum::middleware::from_fn(http::request_context));
+        tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+        })
+    };
+    let tasks = [
+        serve(
+            listeners.inference,
+            http::inference::router(Arc::clone(&state)),
+        ),
+        serve(
+            listeners.management,
+            http::management::router(Arc::clone(&state)),
+        ),
+        serve(listeners.metrics, http::metrics::router(Arc::clone(&state))),
+    ];
+    shutdown.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop_sender.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let models = state.registry.drain();
+    let _ =
+        tokio::task::spawn_blocking(move || models.iter().for_each(|model| model.shutdown())).await;
+    tracing::info!("oxserve stopped");
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Host tensors: a shape plus typed, row-major data. Handlers produce them, workers stack them
+//! along the batch axis into one ONNX Runtime input and split outputs back into rows. Kept as flat
+//! `Vec`s (not ndarray views) because stacking and splitting along axis 0 is then just slicing.
+
+use ort::value::{DynTensor, DynValue, Tensor, TensorElementType, ValueType};
+
+use crate::error::ServeError;
+
+/// The element types the server moves between JSON, handlers and ONNX Runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorValues {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    Bool(Vec<bool>),
+}
+
+/// A host tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub values: TensorValues,
+}
+
+macro_rules! each_variant {
+    ($values:expr, $data:ident => $body:expr) => {
+        match $values {
+            TensorValues::F32($data) => $body,
+            TensorValues::F64($data) => $body,
+            TensorValues::I64($data) => $body,
+            TensorValues::I32($data) => $body,
+            TensorValues::U8($data) => $body,
+            TensorValues::I8($data) => $body,
+            TensorValues::Bool($data) => $body,
+        }
+    };
+}
+
+impl TensorValues {
+    pub fn len(&self) -> usize {
+        each_variant!(self, data => data.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ONNX element type name, as in signatures.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            TensorValues::F32(_) => "float32",
+            TensorValues::F64(_) => "float64",
+            TensorValues::I64(_) => "int64",
+            TensorValues::I32(_) => "int32",
+            TensorValues::U8(_) => "uint8",
+            TensorValues::I8(_) => "int8",
+            TensorValues::Bool(_) => "bool",
+        }
+    }
+
+    /// An empty vector of the same type, with room for `capacity` elements.
+    fn empty_like(&self, capacity: usize) -> TensorValues {
+        match self {
+            TensorValues::F32(_) => TensorValues::F32(Vec::with_capacity(capacity)),
+            TensorValues::F64(_) => TensorValues::F64(Vec::with_capacity(capacity)),
+            TensorValues::I64(_) => TensorValues::I64(Vec::with_capacity(capacity)),
+            TensorValues::I32(_) => TensorValues::I32(Vec::with_capacity(capacity)),
+            TensorValues::U8(_) => TensorValues::U8(Vec::with_capacity(capacity)),
+            TensorValues::I8(_) => TensorValues::I8(Vec::with_capacity(capacity)),
+            TensorValues::Bool(_) => TensorValues::Bool(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends `other`, which must be of the same type.
+    fn extend_from(&mut self, other: &TensorValues) -> Result<(), ServeError> {
+        match (self, other) {
+            (TensorValues::F32(a), TensorValues::F32(b)) => a.extend_from_slice(b),
+            (TensorValues::F64(a), TensorValues::F64(b)) => a.extend_from_slice(b),
+            (TensorValues::I64(a), TensorValues::I64(b)) => a.extend_from_slice(b),
+            (TensorValues::I32(a), TensorValues::I32(b)) => a.extend_from_slice(b),
+            (TensorValues::U8(a), TensorValues::U8(b)) => a.extend_from_slice(b),
+            (TensorValues::I8(a), TensorValues::I8(b)) => a.extend_from_slice(b),
+            (TensorValues::Bool(a), TensorValues::Bool(b)) => a.extend_from_slice(b),
+            (a, b) => {
+                return Err(ServeError::Internal(format!(
+                    "cannot stack {} with {}",
+                    a.dtype(),
+                    b.dtype()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Elements `[start, end)`.
+    fn slice(&self, start: usize, end: usize) -> TensorValues {
+        match self {
+            TensorValues::F32(data) => TensorValues::F32(data[start..end].to_vec()),
+            TensorValues::F64(data) => TensorValues::F64(data[start..end].to_vec()),
+            TensorValues::I64(data) => TensorValues::I64(data[start..end].to_vec()),
+            TensorValues::I32(data) => TensorValues::I32(data[start..end].to_vec()),
+            TensorValues::U8(data) => TensorValues::U8(data[start..end].to_vec()),
+            TensorValues::I8(data) => TensorValues::I8(data[start..end].to_vec()),
+            TensorValues::Bool(data) => TensorValues::Bool(data[start..end].to_vec()),
+        }
+    }
+}
+
+impl HostTensor {
+    /// Element count implied by the shape, with overflow checked (hostile shapes must not wrap).
+    pub fn element_count(shape: &[usize]) -> Option<usize> {
+        shape
+            .iter()
+            .try_fold(1usize, |count, &dim| count.checked_mul(dim))
+    }
+
+    /// Rows along axis 0 (1 for scalars).
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1)
+    }
+
+    /// Stacks tensors with equal trailing shapes along axis 0.
+    pub fn concat_rows(parts: &[&HostTensor]) -> Result<HostTensor, ServeError> {
+        let first = parts
+            .first()
+            .ok_or_else(|| ServeError::Internal("nothing to stack".into()))?;
+        if parts.len() == 1 {
+            return Ok((*first).clone());
+        }
+        let total_rows: usize = parts.iter().map(|part| part.rows()).sum();
+        let capacity: usize = parts.iter().map(|part| part.values.len()).sum();
+        let mut values = first.values.empty_like(capacity);
+        for part in parts {
+            if part.shape.get(1..) != first.shape.get(1..) {
+                return Err(ServeError::Internal(
+                    "cannot stack tensors of different shapes".into(),
+                ));
+            }
+            values.extend_from(&part.values)?;
+        }
+        let mut shape = first.shape.clone();
+        if let Some(rows) = shape.first_mut() {
+            *rows = total_rows;
+        }
+        Ok(HostTensor { shape, values })
+    }
+
+    /// Rows `[start, start + count)` along axis 0.
+    pub fn rows_slice(&self, start: usize, count: usize) -> HostTensor {
+        let row_len: usize = self.shape.iter().skip(1).product();
+        let mut shape = self.shape.clone();
+        if let Some(rows) = shape.first_mut() {
+            *rows = count;
+        }
+        HostTensor {
+            shape,
+            values: self
+                .values
+                .slice(start * row_len, (start + count) * row_len),
+        }
+    }
+
+    /// Moves the tensor into an ONNX Runtime value.
+    pub fn into_ort(self) -> Result<DynTensor, ServeError> {
+        let shape: Vec<i64> = self.shape.iter().map(|&dim| dim as i64).collect();
+        let result = each_variant!(self.values, data => Tensor::from_array((shape, data)).map(|tensor| tensor.upcast()));
+        result
+            .map_err(|error| ServeError::Internal(format!("cannot build an input tensor: {error}")))
+    }
+
+    /// Copies an ONNX Runtime output into a host tensor.
+    pub fn from_ort(value: &DynValue) -> Result<HostTensor, ServeError> {
+        let internal =
+            |error: ort::Error| ServeError::Internal(format!("cannot read an output: {error}"));
+        let ValueType::Tensor { ty, .. } = value.dtype() else {
+            return Err(ServeError::Internal(
+                "the graph returned a non-tensor output".into(),
+            ));
+        };
+        macro_rules! extract {
+            ($t:ty, $variant:ident) => {{
+                let (shape, data) = value.try_extract_tensor::<$t>().map_err(internal)?;
+                (
+                    shape
+                        .iter()
+                        .map(|&dim| dim.max(0) as usize)
+                        .collect::<Vec<_>>(),
+                    TensorValues::$variant(data.to_vec()),
+                )
+            }};
+        }
+        let (shape, values) = match ty {
+            TensorElementType::Float32 => extract!(f32, F32),
+            TensorElementType::Float64 => extract!(f64, F64),
+            TensorElementType::Int64 => extract!(i64, I64),
+            TensorElementType::Int32 => extract!(i32, I32),
+            TensorElementType::Uint8 => extract!(u8, U8),
+            TensorElementType::Int8 => extract!(i8, I8),
+            TensorElementType::Bool => extract!(bool, Bool),
+            other => {
+                return Err(ServeError::Internal(format!(
+                    "output element type {other} is not supported"
+                )));
+            }
+        };
+        Ok(HostTensor { shape, values })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacking_and_slicing_round_trip() {
+        let a = HostTensor {
+            shape: vec![1, 2],
+            values: TensorValues::F32(vec![1.0, 2.0]),
+        };
+        let b = HostTensor {
+            shape: vec![2, 2],
+            values: TensorValues::F32(vec![3.0, 4.0, 5.0, 6.0]),
+        };
+        let stacked = HostTensor::concat_rows(&[&a, &b]).expect("stacks");
+        assert_eq!(stacked.shape, vec![3, 2]);
+        assert_eq!(stacked.rows_slice(1, 2), b);
+        assert_eq!(stacked.rows_slice(0, 1), a);
+        let c = HostTensor {
+            shape: vec![1, 3],
+            values: TensorValues::F32(vec![0.0; 3]),
+        };
+        assert!(HostTensor::concat_rows(&[&a, &c]).is_err());
+    }
+
+    #[test]
+    fn element_count_overflow_is_caught() {
+        assert_eq!(HostTensor::element_count(&[2, 3]), Some(6));
+        assert_eq!(HostTensor::element_count(&[usize::MAX, 2]), None);
+    }
+}

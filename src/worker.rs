@@ -1,0 +1,407 @@
+//! Workers: one OS thread per ONNX Runtime session, looping on the model's bounded queue. A worker
+//! builds its session on its own thread, reports readiness once, then for each batch:
+//! pre-processes every item (a bad item fails only its own request, 400), stacks items that share
+//! a shape along the batch axis in runs of at most `batch_size` rows, runs the session, splits the
+//! outputs back per item and post-processes them. A panic or an ONNX Runtime error fails only the
+//! requests of that batch; the worker carries on with the next one. Compute never touches the
+//! async runtime's threads.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use ort::session::{RunOptions, Session, SessionInputValue};
+use tokio::sync::oneshot;
+
+use crate::batching::{next_batch, BatchPolicy, Job, JobResult, Next, RunHandle};
+use crate::error::ServeError;
+use crate::handler::{Handler, Prepared, StackKey};
+use crate::model::ModelStats;
+use crate::runtime::{build_session, SessionSettings};
+use crate::tensor::HostTensor;
+
+/// Worker life cycle, as TorchServe's describe API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Starting,
+    Ready,
+    Stopping,
+    Stopped,
+}
+
+/// Shared view of one worker, read by describe and ping.
+pub struct WorkerState {
+    /// A [`WorkerStatus`] as u8: written by the worker thread, read by HTTP handlers.
+    status: AtomicU8,
+    pub started_at: SystemTime,
+}
+
+impl WorkerState {
+    pub fn status(&self) -> WorkerStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => WorkerStatus::Starting,
+            1 => WorkerStatus::Ready,
+            2 => WorkerStatus::Stopping,
+            _ => WorkerStatus::Stopped,
+        }
+    }
+
+    fn set(&self, status: WorkerStatus) {
+        let value = match status {
+            WorkerStatus::Starting => 0,
+            WorkerStatus::Ready => 1,
+            WorkerStatus::Stopping => 2,
+            WorkerStatus::Stopped => 3,
+        };
+        self.status.store(value, Ordering::Release);
+    }
+}
+
+/// Everything a worker thread needs.
+pub struct WorkerContext {
+    /// TorchServe-style worker id (9000, 9001, ...).
+    pub id: u32,
+    /// `name` + `_` + `version`, for thread names and logs.
+    pub model_label: String,
+    pub graph: Arc<[u8]>,
+    pub handler: Arc<Handler>,
+    pub session: SessionSettings,
+    pub policy: BatchPolicy,
+    pub jobs: Receiver<Job>,
+    pub stats: Arc<ModelStats>,
+}
+
+/// The owner of one worker thread: stopping it lets the thread finish its current batch.
+pub struct WorkerHandle {
+    pub id: u32,
+    pub state: Arc<WorkerState>,
+    /// Wakes the worker out of its wait for jobs; capacity 1, so signalling never blocks.
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts a worker and waits until its session is built (or failed to build).
+    pub fn spawn(context: WorkerContext) -> Result<WorkerHandle, ServeError> {
+        let (stop, stop_receiver) = crossbeam_channel::bounded(1);
+        let (ready, ready_receiver) = std::sync::mpsc::sync_channel(1);
+        let state = Arc::new(WorkerState {
+            status: AtomicU8::new(0),
+            started_at: SystemTime::now(),
+        });
+        let id = context.id;
+        let thread_state = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name(format!("W-{}-{}", context.id, context.model_label))
+            .spawn(move || worker_loop(context, thread_state, stop_receiver, ready))
+            .map_err(|error| {
+                ServeError::Internal(format!("cannot start a worker thread: {error}"))
+            })?;
+        match ready_receiver.recv() {
+            Ok(Ok(())) => Ok(WorkerHandle {
+                id,
+                state,
+                stop,
+                thread: Some(thread),
+            }),
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ServeError::Internal(
+                    "the worker died while starting".into(),
+                ))
+            }
+        }
+    }
+
+    /// Asks the worker to stop after its current batch; does not wait.
+    pub fn request_stop(&self) {
+        self.state.set(WorkerStatus::Stopping);
+        let _ = self.stop.try_send(());
+    }
+
+    /// Stops the worker and waits for its thread (in-flight work finishes first).
+    pub fn stop_and_join(mut self) {
+        self.request_stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.try_send(());
+    }
+}
+
+fn worker_loop(
+    context: WorkerContext,
+    state: Arc<WorkerState>,
+    stop: Receiver<()>,
+    ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
+) {
+    let mut session = match build_session(&context.graph, &context.session) {
+        Ok(session) => session,
+        Err(error) => {
+            state.set(WorkerStatus::Stopped);
+            let _ = ready.send(Err(error));
+            return;
+        }
+    };
+    state.set(WorkerStatus::Ready);
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy) {
+        let mut replies = Replies::new(jobs);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            process_batch(&mut session, &context, &mut replies)
+        }));
+        if outcome.is_err() {
+            tracing::error!(worker = context.id, model = %context.model_label, "a batch panicked; its requests fail, the worker carries on");
+            replies.fail_remaining(&ServeError::WorkerDied);
+        }
+        replies.send_all();
+    }
+    state.set(WorkerStatus::Stopped);
+}
+
+/// The jobs of one batch and what each will be answered.
+struct Replies {
+    entries: Vec<ReplyEntry>,
+}
+
+struct ReplyEntry {
+    job: Job,
+    reply: Option<oneshot::Sender<JobResult>>,
+    answers: Vec<Option<serde_json::Value>>,
+    error: Option<ServeError>,
+}
+
+impl Replies {
+    fn new(jobs: Vec<Job>) -> Self {
+        let entries = jobs
+            .into_iter()
+            .map(|mut job| {
+                let (placeholder, _) = oneshot::channel();
+                let reply = std::mem::replace(&mut job.reply, placeholder);
+                ReplyEntry {
+                    answers: vec![None; job.items.len()],
+                    job,
+                    reply: Some(reply),
+                    error: None,
+                }
+            })
+            .collect();
+        Replies { entries }
+    }
+
+    fn fail(&mut self, index: usize, error: ServeError) {
+        if let Some(entry) = self.entries.get_mut(index) {
+            entry.error.get_or_insert(error);
+        }
+    }
+
+    fn fail_remaining(&mut self, error: &ServeError) {
+        for entry in &mut self.entries {
+            if entry.answers.iter().any(Option::is_none) {
+                entry.error.get_or_insert_with(|| error.clone());
+            }
+        }
+    }
+
+    fn send_all(&mut self) {
+        for entry in &mut self.entries {
+            let Some(reply) = entry.reply.take() else {
+                continue;
+            };
+            let result = match entry.error.take() {
+                Some(error) => Err(error),
+                None => entry
+                    .answers
+                    .iter_mut()
+                    .map(|answer| answer.take().ok_or(ServeError::WorkerDied))
+                    .collect(),
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One pre-processed item and where its answer goes.
+struct Slot {
+    job: usize,
+    item: usize,
+    prepared: Prepared,
+}
+
+fn process_batch(session: &mut Session, context: &WorkerContext, replies: &mut Replies) {
+    let handler = &context.handler;
+    let mut slots: Vec<Slot> = Vec::new();
+    for (job_index, entry) in replies.entries.iter_mut().enumerate() {
+        if entry.reply.as_ref().is_none_or(|reply| reply.is_closed()) {
+            // The client went away (or timed out) while queued: skip the work.
+            continue;
+        }
+        let _span = entry.job.span.enter();
+        for (item_index, item) in entry.job.items.iter().enumerate() {
+            match catch_unwind(AssertUnwindSafe(|| handler.preprocess(item))) {
+                Ok(Ok(prepared)) => slots.push(Slot {
+                    job: job_index,
+                    item: item_index,
+                    prepared,
+                }),
+                Ok(Err(error)) => {
+                    entry.error.get_or_insert(error);
+                }
+                Err(_) => {
+                    tracing::error!("pre-processing panicked");
+                    entry
+                        .error
+                        .get_or_insert(ServeError::Internal("pre-processing panicked".into()));
+                }
+            }
+        }
+    }
+    // A request with one bad item fails as a whole; its other items need not run.
+    slots.retain(|slot| replies.entries[slot.job].error.is_none());
+    let queue_wait = replies
+        .entries
+        .iter()
+        .map(|entry| entry.job.enqueued.elapsed())
+        .max()
+        .unwrap_or_default();
+    for chunk in plan_runs(slots, handler.batchable(), context.policy.batch_size) {
+        let rows: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
+        let started = Instant::now();
+        match run_chunk(session, context, &chunk, replies) {
+            Ok(per_item) => {
+                context
+                    .stats
+                    .record_batch(rows, started.elapsed(), queue_wait);
+                for (slot, outputs) in chunk.iter().zip(per_item) {
+                    match catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs))) {
+                        Ok(Ok(answer)) => {
+                            replies.entries[slot.job].answers[slot.item] = Some(answer)
+                        }
+                        Ok(Err(error)) => replies.fail(slot.job, error),
+                        Err(_) => replies.fail(
+                            slot.job,
+                            ServeError::Internal("post-processing panicked".into()),
+                        ),
+                    }
+                }
+            }
+            Err(error) => {
+                for slot in &chunk {
+                    replies.fail(slot.job, error.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Groups items that can share a run (same shapes past the batch axis), in arrival order, and cuts
+/// each group into runs of at most `batch_size` rows (one item per run when not batchable).
+fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Slot>> {
+    let mut groups: Vec<(StackKey, Vec<Slot>)> = Vec::new();
+    for slot in slots {
+        let key = slot.prepared.stack_key();
+        match groups.iter_mut().find(|(existing, _)| *existing == key) {
+            Some((_, members)) if batchable => members.push(slot),
+            _ => groups.push((key, vec![slot])),
+        }
+    }
+    let mut runs = Vec::new();
+    for (_, members) in groups {
+        let mut run: Vec<Slot> = Vec::new();
+        let mut rows = 0;
+        for slot in members {
+            if !run.is_empty() && (!batchable || rows + slot.prepared.rows > batch_size.max(1)) {
+                runs.push(std::mem::take(&mut run));
+                rows = 0;
+            }
+            rows += slot.prepared.rows;
+            run.push(slot);
+        }
+        if !run.is_empty() {
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// Runs one stacked chunk and returns each item's rows of every output.
+fn run_chunk(
+    session: &mut Session,
+    context: &WorkerContext,
+    chunk: &[Slot],
+    replies: &Replies,
+) -> Result<Vec<BTreeMap<String, HostTensor>>, ServeError> {
+    let options =
+        Arc::new(RunOptions::new().map_err(|error| {
+            ServeError::Internal(format!("cannot create run options: {error}"))
+        })?);
+    for slot in chunk {
+        let handle: &Arc<RunHandle> = &replies.entries[slot.job].job.run_handle;
+        handle.attach(&options);
+    }
+    let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
+    let first = &chunk[0].prepared;
+    for (index, (name, _)) in first.inputs.iter().enumerate() {
+        let parts: Vec<&HostTensor> = chunk
+            .iter()
+            .map(|slot| &slot.prepared.inputs[index].1)
+            .collect();
+        let stacked = HostTensor::concat_rows(&parts)?;
+        inputs.push((
+            Cow::Owned(name.clone()),
+            SessionInputValue::from(stacked.into_ort()?),
+        ));
+    }
+    let outputs = session
+        .run_with_options(inputs, &options)
+        .map_err(|error| {
+            let message = error.to_string();
+            tracing::warn!(model = %context.model_label, "inference failed: {message}");
+            if message.contains("terminate") {
+                ServeError::WorkerDied
+            } else if message.contains("allocat") || message.contains("bad_alloc") {
+                ServeError::OutOfResources
+            } else {
+                ServeError::PredictionFailed
+            }
+        })?;
+    let mut host = BTreeMap::new();
+    for (name, value) in outputs.iter() {
+        host.insert(name.to_string(), HostTensor::from_ort(&value)?);
+    }
+    if chunk.len() == 1 {
+        return Ok(vec![host]);
+    }
+    let total: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
+    if host.values().any(|tensor| tensor.rows() != total) {
+        tracing::warn!(model = %context.model_label, "the graph returned a different number of rows than it was given");
+        return Err(ServeError::PredictionFailed);
+    }
+    let mut start = 0;
+    let mut per_item = Vec::with_capacity(chunk.len());
+    for slot in chunk {
+        let rows = slot.prepared.rows;
+        per_item.push(
+            host.iter()
+                .map(|(name, tensor)| (name.clone(), tensor.rows_slice(start, rows)))
+                .collect(),
+        );
+        start += rows;
+    }
+    Ok(per_item)
+}

@@ -1,0 +1,188 @@
+//! Shared by the integration tests: starting the real server on free ports (port 0) over a
+//! temporary model store filled with archives packed from the committed fixtures, with real
+//! ONNX Runtime, and helpers to talk to it over real HTTP.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oxserve::config::{Cli, Config};
+use oxserve::server::{self, Addresses, Listeners};
+use oxserve_archiver::pack::{pack, ArchiveFormat, PackRequest};
+
+/// Path of a committed fixture.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Path of a file of the digits example.
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/digits")
+        .join(name)
+}
+
+/// An archive to put in the test store.
+pub struct ArchiveSpec<'a> {
+    pub name: &'a str,
+    pub graph: PathBuf,
+    /// Built-in handler name or a handler config file.
+    pub handler: String,
+    /// model-config.yaml text, if any.
+    pub model_config: Option<&'a str>,
+    pub extra_files: Vec<PathBuf>,
+}
+
+impl<'a> ArchiveSpec<'a> {
+    pub fn new(name: &'a str, graph: PathBuf, handler: &str) -> Self {
+        ArchiveSpec {
+            name,
+            graph,
+            handler: handler.to_string(),
+            model_config: None,
+            extra_files: Vec::new(),
+        }
+    }
+
+    pub fn with_config(mut self, yaml: &'a str) -> Self {
+        self.model_config = Some(yaml);
+        self
+    }
+}
+
+/// Packs an archive into `store` with the archiver library (as oxserve-archiver would).
+pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
+    let config_file = spec.model_config.map(|yaml| {
+        let dir = store.join(format!(".{}-config", spec.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("model-config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    });
+    let outcome = pack(&PackRequest {
+        model_name: spec.name.to_string(),
+        version: "1.0".into(),
+        serialized_file: Some(spec.graph.clone()),
+        model_file: None,
+        handler: spec.handler.clone(),
+        extra_files: spec
+            .extra_files
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect(),
+        runtime: "python".into(),
+        export_path: store.to_path_buf(),
+        archive_format: ArchiveFormat::Default,
+        force: true,
+        requirements_file: None,
+        config_file,
+        ort_library: None,
+    })
+    .unwrap();
+    outcome.path
+}
+
+/// A server running in this test process.
+pub struct TestServer {
+    pub addresses: Addresses,
+    pub store: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl TestServer {
+    /// Packs `archives` into a fresh store and starts a server loading all of them, with extra
+    /// config.properties keys.
+    pub async fn start(archives: &[ArchiveSpec<'_>], properties: &[(&str, &str)]) -> TestServer {
+        let store = tempfile::tempdir().unwrap();
+        for spec in archives {
+            pack_into(store.path(), spec);
+        }
+        let mut keys: BTreeMap<String, String> = [
+            ("inference_address", "http://127.0.0.1:0"),
+            ("management_address", "http://127.0.0.1:0"),
+            ("metrics_address", "http://127.0.0.1:0"),
+            ("load_models", "all"),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+        keys.insert("model_store".into(), store.path().display().to_string());
+        for (key, value) in properties {
+            keys.insert(key.to_string(), value.to_string());
+        }
+        let config = Config::from_properties(keys, &Cli::default()).unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let addresses = listeners.addresses().unwrap();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            addresses,
+            store,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        };
+        server.wait_until_healthy().await;
+        server
+    }
+
+    async fn wait_until_healthy(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..500 {
+            if let Ok(response) = client.get(self.url("/ping")).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the server did not become healthy");
+    }
+
+    /// A URL on the inference listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.inference)
+    }
+
+    /// A URL on the management listener.
+    pub fn management(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.management)
+    }
+
+    /// A URL on the metrics listener.
+    pub fn metrics(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.metrics)
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// Reads one metric's value from Prometheus text.
+pub fn metric(text: &str, name: &str, model: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(name) && line.contains(&format!("model_name=\"{model}\"")))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} for {model} in:\n{text}"))
+}
+
+/// Parses a float32 little-endian file.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .collect()
+}
