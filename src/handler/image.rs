@@ -7,10 +7,10 @@
 use std::io::Cursor;
 
 use base64::Engine;
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageFormat, ImageReader};
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
+use super::resample::{resize_window, Window};
 use crate::error::ServeError;
 
 /// A decoded image in the handler's colour mode, 8 bits per channel, interleaved.
@@ -177,34 +177,6 @@ pub fn resized_dimensions(width: u32, height: u32, size: u32) -> (u32, u32) {
     }
 }
 
-/// Antialiased bilinear resize (Pillow's convolution resampling, SIMD-accelerated).
-pub fn resize(pixels: &Pixels, width: u32, height: u32) -> Result<Pixels, ServeError> {
-    if (pixels.width, pixels.height) == (width, height) {
-        return Ok(pixels.clone());
-    }
-    let pixel_type = if pixels.channels == 3 {
-        PixelType::U8x3
-    } else {
-        PixelType::U8
-    };
-    let source = Image::from_vec_u8(pixels.width, pixels.height, pixels.data.clone(), pixel_type)
-        .map_err(|error| ServeError::Internal(format!("resize source: {error}")))?;
-    let mut target = Image::new(width, height, pixel_type);
-    Resizer::new()
-        .resize(
-            &source,
-            &mut target,
-            &ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)),
-        )
-        .map_err(|error| ServeError::Internal(format!("resize: {error}")))?;
-    Ok(Pixels {
-        width,
-        height,
-        channels: pixels.channels,
-        data: target.into_vec(),
-    })
-}
-
 /// Python's `round()`: halves go to the even neighbour.
 fn round_half_even(value: f64) -> i64 {
     let rounded = value.round();
@@ -220,21 +192,37 @@ pub fn preprocess(
     pixels: &Pixels,
     settings: &ImagePreprocess,
 ) -> Result<(Vec<f32>, u32, u32), ServeError> {
-    let resized = match settings.resize {
-        Some(size) => {
-            let (width, height) = resized_dimensions(pixels.width, pixels.height, size);
-            resize(pixels, width, height)?
-        }
-        None => pixels.clone(),
+    let (resized_width, resized_height) = match settings.resize {
+        Some(size) => resized_dimensions(pixels.width, pixels.height, size),
+        None => (pixels.width, pixels.height),
     };
     let (out_width, out_height) = match settings.center_crop {
         Some(crop) => (crop, crop),
-        None => (resized.width, resized.height),
+        None => (resized_width, resized_height),
     };
     // torchvision's CenterCrop: offsets rounded half-to-even; a negative offset means padding.
-    let left = round_half_even((f64::from(resized.width) - f64::from(out_width)) / 2.0);
-    let top = round_half_even((f64::from(resized.height) - f64::from(out_height)) / 2.0);
-    let channels = resized.channels;
+    let left = round_half_even((f64::from(resized_width) - f64::from(out_width)) / 2.0);
+    let top = round_half_even((f64::from(resized_height) - f64::from(out_height)) / 2.0);
+    // The part of the resized image inside the crop window; the rest of the window is padding.
+    let clamp = |value: i64, limit: u32| value.clamp(0, i64::from(limit)) as usize;
+    let window = Window {
+        x0: clamp(left, resized_width),
+        x1: clamp(left + i64::from(out_width), resized_width),
+        y0: clamp(top, resized_height),
+        y1: clamp(top + i64::from(out_height), resized_height),
+    };
+    let channels = pixels.channels;
+    let visible = if window.x0 < window.x1 && window.y0 < window.y1 {
+        resize_window(
+            &pixels.data,
+            (pixels.width as usize, pixels.height as usize, channels),
+            (resized_width as usize, resized_height as usize),
+            window,
+        )
+    } else {
+        Vec::new()
+    };
+    let visible_width = window.x1 - window.x0;
     let plane = out_width as usize * out_height as usize;
     // One lookup table per channel: 8-bit value → normalised float, computed as torchvision does
     // (x / 255, then (x - mean) / std in float32).
@@ -250,25 +238,20 @@ pub fn preprocess(
         })
         .collect();
     let mut data = vec![0f32; channels * plane];
-    for y in 0..out_height as i64 {
-        let source_y = y + top;
-        for x in 0..out_width as i64 {
-            let source_x = x + left;
-            let inside = source_x >= 0
-                && source_y >= 0
-                && source_x < i64::from(resized.width)
-                && source_y < i64::from(resized.height);
-            let target = y as usize * out_width as usize + x as usize;
-            for channel in 0..channels {
-                data[channel * plane + target] = if inside {
-                    let index = (source_y as usize * resized.width as usize + source_x as usize)
-                        * channels
-                        + channel;
-                    tables[channel][resized.data[index] as usize]
-                } else {
-                    // torchvision pads with 0 before normalising.
-                    tables[channel][0]
-                };
+    for (channel, table) in tables.iter().enumerate() {
+        // torchvision pads with 0 before normalising.
+        data[channel * plane..(channel + 1) * plane].fill(table[0]);
+    }
+    let offset_x = (window.x0 as i64 - left) as usize;
+    let offset_y = (window.y0 as i64 - top) as usize;
+    for (row, source_row) in visible
+        .chunks_exact((visible_width * channels).max(1))
+        .enumerate()
+    {
+        let target_row = (row + offset_y) * out_width as usize + offset_x;
+        for (column, pixel) in source_row.chunks_exact(channels).enumerate() {
+            for (channel, &value) in pixel.iter().enumerate() {
+                data[channel * plane + target_row + column] = tables[channel][value as usize];
             }
         }
     }

@@ -5,6 +5,7 @@
 //! arrays: workers call them; they never see a session, a queue or an HTTP type.
 //!
 //! - `image`: decode, resize, crop, normalise (shared by the three vision handlers).
+//! - `resample`: Pillow's exact antialiased bilinear resize, fused with the crop.
 //! - `classifier`: softmax, top-k `{label: prob}` or the best index.
 //! - `segmenter`: per-pixel `[class, prob]`.
 //! - `detector`: `[{label: box, "score": s}]` above a threshold.
@@ -13,6 +14,7 @@
 mod classifier;
 mod detector;
 pub mod image;
+mod resample;
 mod segmenter;
 mod tensor;
 

@@ -1,0 +1,229 @@
+//! Antialiased bilinear resizing that gives Pillow's exact bytes, which is what torchvision's
+//! `Resize` does to PIL images and therefore what every TorchServe vision model was trained and
+//! served with. Same arithmetic as Pillow's convolution resampler: triangle filter widened by the
+//! scale factor when shrinking, weights normalised in double precision and rounded to 22-bit fixed
+//! point, a horizontal pass rounded to 8 bits, then a vertical pass.
+//!
+//! The crop that follows a resize is fused in: only the output pixels inside the crop window are
+//! computed (and only the source rows they need), so `Resize(256) + CenterCrop(224)` costs the
+//! 224×224 pixels it keeps, not the whole resized image.
+
+/// Pillow's fixed-point precision for 8-bit images.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Filter taps of every output position along one axis.
+struct Coefficients {
+    /// Taps per output position (the row stride of `weights`).
+    stride: usize,
+    /// For each output position: first source index and tap count.
+    bounds: Vec<(usize, usize)>,
+    /// Fixed-point weights, `stride` per output position.
+    weights: Vec<i32>,
+}
+
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a full-range box.
+fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
+    let scale = in_size as f64 / out_size as f64;
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the bilinear filter's support is 1
+    let stride = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * stride];
+    let mut taps = vec![0f64; stride];
+    for out in 0..out_size {
+        let center = (out as f64 + 0.5) * scale;
+        let inverse = 1.0 / filter_scale;
+        // `(int)` in C truncates towards zero; negative starts are clamped to 0 anyway.
+        let min = ((center - support + 0.5) as i64).max(0) as usize;
+        let max = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let count = max.saturating_sub(min).min(stride);
+        let mut total = 0.0;
+        for (tap, slot) in taps.iter_mut().enumerate().take(count) {
+            let weight = triangle((tap as f64 + min as f64 - center + 0.5) * inverse);
+            *slot = weight;
+            total += weight;
+        }
+        for (tap, &weight) in taps.iter().enumerate().take(count) {
+            let normalised = if total != 0.0 { weight / total } else { weight };
+            let fixed = normalised * f64::from(1u32 << PRECISION_BITS);
+            weights[out * stride + tap] = if fixed < 0.0 {
+                (fixed - 0.5) as i32
+            } else {
+                (fixed + 0.5) as i32
+            };
+        }
+        bounds.push((min, count));
+    }
+    Coefficients {
+        stride,
+        bounds,
+        weights,
+    }
+}
+
+/// Pillow's `clip8`: rounds the fixed-point sum back to a byte.
+fn clip8(sum: i32) -> u8 {
+    if sum >= (1 << PRECISION_BITS << 8) {
+        255
+    } else if sum <= 0 {
+        0
+    } else {
+        (sum >> PRECISION_BITS) as u8
+    }
+}
+
+/// A rectangle of the resized image, `x0..x1` × `y0..y1`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub x0: usize,
+    pub x1: usize,
+    pub y0: usize,
+    pub y1: usize,
+}
+
+/// Resizes interleaved 8-bit pixels (`channels` per pixel) from `width`×`height` to
+/// `out_width`×`out_height` and returns only the `window` of the result, row-major.
+pub fn resize_window(
+    data: &[u8],
+    (width, height, channels): (usize, usize, usize),
+    (out_width, out_height): (usize, usize),
+    window: Window,
+) -> Vec<u8> {
+    let window_width = window.x1 - window.x0;
+    let need_horizontal = out_width != width;
+    let need_vertical = out_height != height;
+    let vertical = need_vertical.then(|| coefficients(height, out_height));
+    // Source rows the window needs: all the vertical taps of its rows, or its rows themselves.
+    let (first_row, last_row) = match &vertical {
+        Some(coefficients) => {
+            let first = coefficients.bounds[window.y0].0;
+            let (start, count) = coefficients.bounds[window.y1 - 1];
+            (first, start + count)
+        }
+        None => (window.y0, window.y1),
+    };
+    // Horizontal pass over the needed rows and the window's columns.
+    let rows = last_row - first_row;
+    let mut temp = vec![0u8; rows * window_width * channels];
+    if need_horizontal {
+        let horizontal = coefficients(width, out_width);
+        for row in 0..rows {
+            let source = &data
+                [(first_row + row) * width * channels..(first_row + row + 1) * width * channels];
+            let target =
+                &mut temp[row * window_width * channels..(row + 1) * window_width * channels];
+            for (column, out) in (window.x0..window.x1).enumerate() {
+                let (start, count) = horizontal.bounds[out];
+                let taps =
+                    &horizontal.weights[out * horizontal.stride..out * horizontal.stride + count];
+                for channel in 0..channels {
+                    let mut sum: i32 = 1 << (PRECISION_BITS - 1);
+                    for (tap, &weight) in taps.iter().enumerate() {
+                        sum += i32::from(source[(start + tap) * channels + channel]) * weight;
+                    }
+                    target[column * channels + channel] = clip8(sum);
+                }
+            }
+        }
+    } else {
+        for row in 0..rows {
+            let source_start = ((first_row + row) * width + window.x0) * channels;
+            temp[row * window_width * channels..(row + 1) * window_width * channels]
+                .copy_from_slice(&data[source_start..source_start + window_width * channels]);
+        }
+    }
+    let Some(vertical) = vertical else {
+        return temp;
+    };
+    // Vertical pass over the window's rows.
+    let row_len = window_width * channels;
+    let mut out = vec![0u8; (window.y1 - window.y0) * row_len];
+    for (row, out_row) in (window.y0..window.y1).enumerate() {
+        let (start, count) = vertical.bounds[out_row];
+        let taps = &vertical.weights[out_row * vertical.stride..out_row * vertical.stride + count];
+        let target = &mut out[row * row_len..(row + 1) * row_len];
+        for (index, slot) in target.iter_mut().enumerate() {
+            let mut sum: i32 = 1 << (PRECISION_BITS - 1);
+            for (tap, &weight) in taps.iter().enumerate() {
+                sum += i32::from(temp[(start - first_row + tap) * row_len + index]) * weight;
+            }
+            *slot = clip8(sum);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_flat_images_are_preserved() {
+        let flat = vec![77u8; 40 * 30 * 3];
+        let window = Window {
+            x0: 0,
+            x1: 13,
+            y0: 0,
+            y1: 10,
+        };
+        let out = resize_window(&flat, (40, 30, 3), (13, 10), window);
+        assert!(out.iter().all(|&value| value == 77));
+        let gradient: Vec<u8> = (0..16u8).collect();
+        let same = resize_window(
+            &gradient,
+            (4, 4, 1),
+            (4, 4),
+            Window {
+                x0: 1,
+                x1: 3,
+                y0: 1,
+                y1: 3,
+            },
+        );
+        assert_eq!(same, vec![5, 6, 9, 10]);
+    }
+
+    #[test]
+    fn a_window_equals_the_same_part_of_the_full_resize() {
+        let image: Vec<u8> = (0..37 * 23 * 3)
+            .map(|index| (index * 7 % 251) as u8)
+            .collect();
+        let full = resize_window(
+            &image,
+            (37, 23, 3),
+            (15, 9),
+            Window {
+                x0: 0,
+                x1: 15,
+                y0: 0,
+                y1: 9,
+            },
+        );
+        let part = resize_window(
+            &image,
+            (37, 23, 3),
+            (15, 9),
+            Window {
+                x0: 4,
+                x1: 11,
+                y0: 2,
+                y1: 7,
+            },
+        );
+        for row in 0..5 {
+            assert_eq!(
+                &part[row * 21..(row + 1) * 21],
+                &full[((row + 2) * 15 + 4) * 3..((row + 2) * 15 + 11) * 3]
+            );
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The `oxserve` command line as a TorchServe user drives it: `--start` returns once the server
+//! answers, `--models` takes TorchServe's forms, `--stop` ends it.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::example;
+
+const OXSERVE: &str = env!("CARGO_BIN_EXE_oxserve");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A working folder with a store holding the committed example archive under two names, and a
+/// config.properties on free ports.
+fn workspace() -> (tempfile::TempDir, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("model_store");
+    std::fs::create_dir(&store).unwrap();
+    let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-store/mnist.mar");
+    std::fs::copy(&archive, store.join("mnist.mar")).unwrap();
+    std::fs::copy(&archive, store.join("digits.mar")).unwrap();
+    let port = free_port();
+    let config = format!(
+        "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\n",
+        free_port(),
+        free_port()
+    );
+    std::fs::write(dir.path().join("config.properties"), config).unwrap();
+    (dir, port)
+}
+
+fn oxserve(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(OXSERVE)
+        .args(args)
+        .args(["--pid-file", dir.join("oxserve.pid").to_str().unwrap()])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+async fn predict(port: u16, path: &str, digit: u32) -> (u16, String) {
+    let body = std::fs::read(example(&format!("digit_{digit}.png"))).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_serves_the_named_models_and_stop_ends_the_server() {
+    let (dir, port) = workspace();
+    let started = Instant::now();
+    let output = oxserve(
+        dir.path(),
+        &[
+            "--start",
+            "--ncs",
+            "--ts-config",
+            "config.properties",
+            "--model-store",
+            "model_store",
+            "--models",
+            "mnist.mar",
+            "eight=digits.mar",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("--start returned healthy after {:?}", started.elapsed());
+    // --start returned, so the server already answers.
+    assert_eq!(
+        predict(port, "/predictions/mnist", 4).await,
+        (200, "4".to_string())
+    );
+    assert_eq!(
+        predict(port, "/predictions/eight", 8).await,
+        (200, "8".to_string())
+    );
+    assert_eq!(
+        predict(port, "/predictions/digits", 8).await.0,
+        404,
+        "renamed by name=file"
+    );
+    assert!(dir.path().join("logs/oxserve.log").is_file());
+
+    let again = oxserve(dir.path(), &["--start", "--ts-config", "config.properties"]);
+    assert!(
+        !again.status.success(),
+        "a second --start is refused while one runs"
+    );
+
+    let output = oxserve(dir.path(), &["--stop"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("stopped"));
+    let refused = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_millis(200),
+    );
+    assert!(refused.is_err(), "nothing listens after --stop");
+    assert!(!dir.path().join("oxserve.pid").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_all_loads_every_archive_in_the_store() {
+    let (dir, port) = workspace();
+    let output = oxserve(
+        dir.path(),
+        &[
+            "--start",
+            "--ncs",
+            "--ts-config",
+            "config.properties",
+            "--model-store",
+            "model_store",
+            "--models",
+            "all",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        predict(port, "/predictions/mnist", 1).await,
+        (200, "1".to_string())
+    );
+    let listed: serde_json::Value = {
+        let config = std::fs::read_to_string(dir.path().join("config.properties")).unwrap();
+        let management = config
+            .lines()
+            .find_map(|line| line.strip_prefix("management_address="))
+            .unwrap()
+            .to_string();
+        reqwest::get(format!("{management}/models"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    // Both archives carry the model name "mnist": the first loads, the second is the same version.
+    assert_eq!(listed["models"][0]["modelName"], "mnist");
+    assert!(oxserve(dir.path(), &["--stop"]).status.success());
+}
+
+#[test]
+fn version_and_stop_without_a_server() {
+    let output = Command::new(OXSERVE).arg("-v").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("oxserve "));
+    let dir = tempfile::tempdir().unwrap();
+    let output = oxserve(dir.path(), &["--stop"]);
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("not running"));
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_one_clear_line() {
+    let (dir, _) = workspace();
+    let output = Command::new(OXSERVE)
+        .args([
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            "config.properties",
+            "--ort-library",
+            "/nonexistent/libonnxruntime.so",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("oxserve: error:"))
+        .unwrap();
+    assert!(line.contains("install-onnxruntime.sh"), "{stderr}");
+}

@@ -1,0 +1,161 @@
+//! The vision handlers against their references: pre-processing against torchvision's transforms
+//! on a real photo (goldens made by scripts/export/make_fixtures.py), and the image classifier's
+//! answer over HTTP against bare ONNX Runtime run on the same pre-processed tensor.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{fixture, read_f32, ArchiveSpec, TestServer};
+use oxserve::handler::image;
+use oxserve_archiver::HandlerConfig;
+use serde_json::Value;
+
+fn imagenet_settings() -> oxserve_archiver::handler_config::ImagePreprocess {
+    HandlerConfig::builtin("image_classifier")
+        .and_then(|config| config.image)
+        .unwrap()
+}
+
+/// Our Resize(256) → CenterCrop(224) → ToTensor → Normalize of a file, as a [3, 224, 224] buffer.
+fn preprocess_file(name: &str) -> Vec<f32> {
+    let settings = imagenet_settings();
+    let pixels = image::decode(&std::fs::read(fixture(name)).unwrap(), &settings, true).unwrap();
+    let (data, height, width) = image::preprocess(&pixels, &settings).unwrap();
+    assert_eq!((height, width), (224, 224));
+    data
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn preprocessing_matches_torchvision_on_a_real_photo() {
+    // PNG: lossless, so this compares resize + crop + normalise alone.
+    let ours = preprocess_file("chelsea.png");
+    let golden = read_f32(&fixture("chelsea_png_preprocessed.f32"));
+    let difference = max_abs_difference(&ours, &golden);
+    println!("chelsea.png: max abs difference to torchvision {difference}");
+    let differing = ours
+        .iter()
+        .zip(&golden)
+        .filter(|(x, y)| (*x - *y).abs() > 1e-4)
+        .count();
+    println!("chelsea.png: {differing} of {} values differ", ours.len());
+    assert!(
+        difference <= 1e-2,
+        "PNG pre-processing differs from torchvision by {difference}"
+    );
+    // JPEG: the decoders (ours vs libjpeg-turbo in PIL) may round chroma differently.
+    let ours = preprocess_file("chelsea.jpg");
+    let golden = read_f32(&fixture("chelsea_preprocessed.f32"));
+    let difference = max_abs_difference(&ours, &golden);
+    let mean: f32 = ours
+        .iter()
+        .zip(&golden)
+        .map(|(x, y)| (x - y).abs())
+        .sum::<f32>()
+        / ours.len() as f32;
+    println!("chelsea.jpg: max abs difference to torchvision {difference}, mean {mean}");
+    assert!(
+        mean <= 1e-2,
+        "JPEG pre-processing differs from torchvision by {mean} on average"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classifier_answers_equal_bare_onnx_runtime_on_the_same_tensor() {
+    let labels_dir = tempfile::tempdir().unwrap();
+    let labels = labels_dir.path().join("index_to_name.json");
+    let names: serde_json::Map<String, Value> = (0..10)
+        .map(|index| {
+            (
+                index.to_string(),
+                serde_json::json!([format!("n0{index}"), format!("class_{index}")]),
+            )
+        })
+        .collect();
+    std::fs::write(&labels, serde_json::to_vec(&names).unwrap()).unwrap();
+    let mut spec = ArchiveSpec::new("resnet", fixture("tiny_resnet.onnx"), "image_classifier");
+    spec.extra_files.push(labels);
+    let server = TestServer::start(&[spec], &[]).await;
+
+    // Bare ONNX Runtime on our pre-processed tensor.
+    let tensor = preprocess_file("chelsea.png");
+    let runtime = oxserve::runtime::init(None).unwrap();
+    let mut session = ort::session::Session::builder(runtime.environment)
+        .unwrap()
+        .commit_from_file(fixture("tiny_resnet.onnx"))
+        .unwrap();
+    let input = ort::value::Tensor::from_array((vec![1i64, 3, 224, 224], tensor)).unwrap();
+    let outputs = session.run(ort::inputs!["input" => input]).unwrap();
+    let (_, logits) = outputs["output"].try_extract_tensor::<f32>().unwrap();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|value| (value - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let mut expected: Vec<(usize, f32)> =
+        exps.iter().map(|value| value / sum).enumerate().collect();
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1));
+
+    let response = reqwest::Client::new()
+        .post(server.url("/predictions/resnet"))
+        .body(std::fs::read(fixture("chelsea.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    // TorchServe's shape: a JSON object of 5 labels, most probable first, json.dumps(indent=2).
+    assert!(text.starts_with("{\n  \"class_"), "{text}");
+    let answer: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer.len(), 5);
+    for ((label, probability), (class, want)) in answer.iter().zip(&expected) {
+        assert_eq!(label, &format!("class_{class}"));
+        let got = probability.as_f64().unwrap() as f32;
+        assert!(
+            (got - want).abs() <= 1e-4,
+            "{label}: {got} vs bare ORT {want}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segmenter_answers_per_pixel_class_and_probability() {
+    let server = TestServer::start(
+        &[ArchiveSpec::new(
+            "seg",
+            fixture("tiny_segmenter.onnx"),
+            "image_segmenter",
+        )],
+        &[],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(server.url("/predictions/seg"))
+        .body(std::fs::read(fixture("chelsea.jpg")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Vec<Vec<[f64; 2]>> = response.json().await.unwrap();
+    assert_eq!(answer.len(), 224);
+    assert!(answer.iter().all(|row| row.len() == 224));
+    for pixel in answer.iter().flatten() {
+        let [class, probability] = *pixel;
+        assert!(
+            class.fract() == 0.0 && (0.0..4.0).contains(&class),
+            "class {class}"
+        );
+        // The best of four softmax probabilities is at least 1/4.
+        assert!(
+            (0.25 - 1e-6..=1.0 + 1e-6).contains(&probability),
+            "probability {probability}"
+        );
+    }
+    server.stop().await;
+}
