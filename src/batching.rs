@@ -108,10 +108,24 @@ impl JobQueue {
             .saturating_sub(self.sender.len())
     }
 
+    /// Takes one queued job without waiting (for answering leftovers at shutdown).
+    pub fn take(&self) -> Option<Job> {
+        self.receiver.try_recv().ok()
+    }
+
     /// The receiving end, for workers.
     pub fn receiver(&self) -> Receiver<Job> {
         self.receiver.clone()
     }
+}
+
+/// How a worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// After the current batch (scale-down while other workers keep serving the queue).
+    AfterBatch,
+    /// After the queue is empty (unregister, shutdown, scale to zero: in-flight work finishes).
+    Drain,
 }
 
 /// What a worker's wait for work ended with.
@@ -121,14 +135,36 @@ pub enum Next {
     Stop,
 }
 
-/// Blocks until a batch is ready under `policy`, or the worker is told to stop.
-pub fn next_batch(jobs: &Receiver<Job>, stop: &Receiver<()>, policy: &BatchPolicy) -> Next {
-    let first = crossbeam_channel::select! {
-        recv(stop) -> _ => return Next::Stop,
-        recv(jobs) -> job => match job {
+/// Blocks until a batch is ready under `policy`, or the worker is told to stop. Once told to
+/// drain (`draining` is set), it returns what is still queued and then `Stop`.
+pub fn next_batch(
+    jobs: &Receiver<Job>,
+    stop: &Receiver<StopMode>,
+    policy: &BatchPolicy,
+    draining: &mut bool,
+) -> Next {
+    let first = if *draining {
+        match jobs.try_recv() {
             Ok(job) => job,
             Err(_) => return Next::Stop,
-        },
+        }
+    } else {
+        crossbeam_channel::select! {
+            recv(stop) -> mode => match mode {
+                Ok(StopMode::Drain) => {
+                    *draining = true;
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => return Next::Stop,
+                    }
+                }
+                _ => return Next::Stop,
+            },
+            recv(jobs) -> job => match job {
+                Ok(job) => job,
+                Err(_) => return Next::Stop,
+            },
+        }
     };
     let started = Instant::now();
     let mut items = first.items.len();
@@ -202,7 +238,8 @@ mod tests {
     #[test]
     fn eager_takes_what_is_queued_and_never_waits() {
         let queue = JobQueue::new(10);
-        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
+        let mut draining = false;
         for _ in 0..6 {
             assert!(queue.submit(job().0).is_ok());
         }
@@ -225,7 +262,7 @@ mod tests {
     #[test]
     fn fill_waits_up_to_the_delay_for_stragglers() {
         let queue = JobQueue::new(10);
-        let (_stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
         assert!(queue.submit(job().0).is_ok());
         let late = queue.clone();
         let sender = std::thread::spawn(move || {

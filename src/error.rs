@@ -22,6 +22,24 @@ pub enum ServeError {
     /// Known model, unknown version.
     #[error("Model version: {version} does not exist for model: {model}")]
     ModelVersionNotFound { model: String, version: String },
+    /// set-default names a version the model does not have (TorchServe's wording differs here).
+    #[error("Model version {version} does not exist for model {model}")]
+    DefaultVersionNotFound { model: String, version: String },
+    /// Unregistering the default version while others remain.
+    #[error("Cannot remove default version for model {0}")]
+    DefaultVersionInUse(String),
+    /// Registering a name and version that are already registered.
+    #[error("Model version {version} is already registered for model {model}")]
+    VersionConflict { model: String, version: String },
+    /// Register/unregister while the model API is off.
+    #[error("Requested method is not allowed, please refer to API document.")]
+    ModelApiDisabled,
+    /// A model's workers could not start (the model is left unregistered).
+    #[error("Failed to start workers for model {model} version: {version}")]
+    WorkersFailed { model: String, version: String },
+    /// The archive file a download would create is already in the model store.
+    #[error("Model file already exists {0}")]
+    ModelFileExists(String),
     /// The request itself is wrong (bad image, wrong tensor shape, empty body, bad parameter).
     #[error("{0}")]
     BadRequest(String),
@@ -66,8 +84,12 @@ impl ServeError {
         match self {
             ServeError::ResourceNotFound
             | ServeError::ModelNotFound(_)
-            | ServeError::ModelVersionNotFound { .. } => 404,
-            ServeError::MethodNotAllowed => 405,
+            | ServeError::ModelVersionNotFound { .. }
+            | ServeError::DefaultVersionNotFound { .. } => 404,
+            ServeError::MethodNotAllowed | ServeError::ModelApiDisabled => 405,
+            ServeError::DefaultVersionInUse(_) => 403,
+            ServeError::VersionConflict { .. } => 409,
+            ServeError::WorkersFailed { .. } | ServeError::ModelFileExists(_) => 500,
             ServeError::BadRequest(_) => 400,
             ServeError::PayloadTooLarge { .. } => 413,
             ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
@@ -82,9 +104,18 @@ impl ServeError {
     pub fn kind(&self) -> &'static str {
         match self {
             ServeError::ResourceNotFound => "ResourceNotFoundException",
-            ServeError::MethodNotAllowed => "MethodNotAllowedException",
+            ServeError::MethodNotAllowed | ServeError::ModelApiDisabled => {
+                "MethodNotAllowedException"
+            }
             ServeError::ModelNotFound(_) => "ModelNotFoundException",
-            ServeError::ModelVersionNotFound { .. } => "ModelVersionNotFoundException",
+            ServeError::ModelVersionNotFound { .. } | ServeError::DefaultVersionNotFound { .. } => {
+                "ModelVersionNotFoundException"
+            }
+            ServeError::DefaultVersionInUse(_) => "InvalidModelVersionException",
+            ServeError::VersionConflict { .. } => "ConflictStatusException",
+            ServeError::WorkersFailed { .. } | ServeError::ModelFileExists(_) => {
+                "InternalServerException"
+            }
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
             ServeError::NoWorker(_) => "ServiceUnavailableException",

@@ -3,14 +3,14 @@
 //! callers run [`ModelVersion::load`] off the async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use oxserve_archiver::unpack::{self, ExtractedArchive, Limits};
 use tokio::sync::oneshot;
 
-use crate::batching::{BatchPolicy, BatchWait, Job, JobQueue, RunHandle};
+use crate::batching::{BatchPolicy, BatchWait, Job, JobQueue, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
 use crate::runtime::SessionSettings;
@@ -20,6 +20,7 @@ use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 /// have been merged (in that order of precedence).
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
+    /// Initial worker range; later changed by the scale API (see [`ModelVersion::worker_range`]).
     pub min_workers: usize,
     pub max_workers: usize,
     pub batch_size: usize,
@@ -85,7 +86,14 @@ pub struct ModelVersion {
     queue: JobQueue,
     /// Live workers; a std Mutex, only locked for quick bookkeeping, never across an await.
     workers: Mutex<Vec<WorkerHandle>>,
+    /// Serialises scale operations so two scale calls never interleave worker starts and stops.
+    scaling: Mutex<()>,
     next_worker_id: AtomicU64,
+    /// The scale API's current minimum and maximum.
+    min_workers: AtomicUsize,
+    max_workers: AtomicUsize,
+    /// Set when the model is being unloaded: new requests are refused.
+    closed: AtomicBool,
     /// Keeps the unpacked archive alive; removed when the model is dropped.
     _unpacked: Option<tempfile::TempDir>,
 }
@@ -145,12 +153,15 @@ impl ModelVersion {
             graph,
             queue: JobQueue::new(settings.job_queue_size),
             workers: Mutex::new(Vec::new()),
+            scaling: Mutex::new(()),
             next_worker_id: AtomicU64::new(u64::from(request.first_worker_id)),
+            min_workers: AtomicUsize::new(settings.min_workers),
+            max_workers: AtomicUsize::new(settings.max_workers),
+            closed: AtomicBool::new(false),
             archive,
             settings,
             _unpacked: unpacked,
         });
-        model.scale_to(model.settings.min_workers)?;
         Ok(model)
     }
 
@@ -187,32 +198,52 @@ impl ModelVersion {
         }
     }
 
-    /// Starts or stops workers until `count` are live. Stopping lets in-flight batches finish.
+    /// The worker range the scale API last set: (min, max).
+    pub fn worker_range(&self) -> (usize, usize) {
+        (
+            self.min_workers.load(Ordering::Acquire),
+            self.max_workers.load(Ordering::Acquire),
+        )
+    }
+
+    /// Sets the worker range and starts or stops workers until `min` are live. Stopping lets
+    /// in-flight batches finish; scaling to zero first serves everything already queued.
     /// Blocking (session builds).
-    pub fn scale_to(&self, count: usize) -> Result<(), ServeError> {
+    pub fn scale(&self, min: usize, max: usize) -> Result<(), ServeError> {
+        let _serialised = self
+            .scaling
+            .lock()
+            .map_err(|_| ServeError::Internal("scale lock poisoned".into()))?;
+        self.min_workers.store(min, Ordering::Release);
+        self.max_workers.store(max.max(min), Ordering::Release);
         let session = SessionSettings {
             intra_op_threads: self.settings.intra_op_threads,
             spinning: false,
         };
-        loop {
-            let live = self.live_workers();
-            if live == count {
-                return Ok(());
-            }
-            if live > count {
-                let surplus = {
-                    let mut workers = self
-                        .workers
-                        .lock()
-                        .map_err(|_| ServeError::Internal("worker list poisoned".into()))?;
-                    let keep = workers.len().saturating_sub(live - count);
-                    workers.split_off(keep)
-                };
-                for worker in surplus {
-                    worker.stop_and_join();
-                }
-                continue;
-            }
+        let current = self
+            .workers
+            .lock()
+            .map_err(|_| ServeError::Internal("worker list poisoned".into()))?
+            .len();
+        if current > min {
+            let surplus = {
+                let mut workers = self
+                    .workers
+                    .lock()
+                    .map_err(|_| ServeError::Internal("worker list poisoned".into()))?;
+                let keep = workers.len() - (current - min);
+                workers.split_off(keep)
+            };
+            let mode = if min == 0 {
+                StopMode::Drain
+            } else {
+                StopMode::AfterBatch
+            };
+            surplus.iter().for_each(|worker| worker.request_stop(mode));
+            surplus.into_iter().for_each(WorkerHandle::join);
+            return Ok(());
+        }
+        for _ in current..min {
             let id = self.next_worker_id.fetch_add(1, Ordering::Relaxed) as u32;
             let worker = WorkerHandle::spawn(WorkerContext {
                 id,
@@ -233,6 +264,13 @@ impl ModelVersion {
                 .map_err(|_| ServeError::Internal("worker list poisoned".into()))?
                 .push(worker);
         }
+        Ok(())
+    }
+
+    /// Starts the initial workers. Blocking.
+    pub fn start_workers(&self) -> Result<(), ServeError> {
+        let (min, max) = self.worker_range();
+        self.scale(min, max)
     }
 
     /// Workers ready to take jobs.
@@ -266,9 +304,15 @@ impl ModelVersion {
         (self.queue.pending(), self.queue.remaining_capacity())
     }
 
-    /// Stops every worker after in-flight work. Blocking.
+    /// Refuses new requests, serves everything already queued, and stops every worker. Blocking.
     pub fn shutdown(&self) {
-        let _ = self.scale_to(0);
+        self.closed.store(true, Ordering::Release);
+        let (_, max) = self.worker_range();
+        let _ = self.scale(0, max);
+        // Anything that slipped in after the last worker looked is answered, not dropped.
+        while let Some(job) = self.queue.take() {
+            let _ = job.reply.send(Err(ServeError::NoWorker(self.name.clone())));
+        }
     }
 }
 

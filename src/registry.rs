@@ -114,6 +114,80 @@ impl Registry {
         Ok(())
     }
 
+    /// Removes a version (the default one when `version` is absent), as TorchServe's
+    /// `unregisterModel`: the default version cannot go while other versions remain (403).
+    pub fn remove(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ModelVersion>, ServeError> {
+        let mut models = self
+            .models
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = models
+            .get_mut(name)
+            .ok_or_else(|| ServeError::ModelNotFound(name.to_string()))?;
+        let version = version.unwrap_or(&entry.default_version).to_string();
+        if !entry.versions.contains_key(&version) {
+            return Err(ServeError::ModelVersionNotFound {
+                model: name.to_string(),
+                version,
+            });
+        }
+        if version == entry.default_version && entry.versions.len() > 1 {
+            return Err(ServeError::DefaultVersionInUse(name.to_string()));
+        }
+        let removed =
+            entry
+                .versions
+                .remove(&version)
+                .ok_or_else(|| ServeError::ModelVersionNotFound {
+                    model: name.to_string(),
+                    version,
+                })?;
+        if entry.versions.is_empty() {
+            models.remove(name);
+        }
+        Ok(removed)
+    }
+
+    /// Makes `version` the default of `name`.
+    pub fn set_default(&self, name: &str, version: &str) -> Result<(), ServeError> {
+        let mut models = self
+            .models
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = models
+            .get_mut(name)
+            .ok_or_else(|| ServeError::ModelNotFound(name.to_string()))?;
+        if !entry.versions.contains_key(version) {
+            return Err(ServeError::DefaultVersionNotFound {
+                model: name.to_string(),
+                version: version.to_string(),
+            });
+        }
+        entry.default_version = version.to_string();
+        Ok(())
+    }
+
+    /// Every (name, version, is_default), for snapshots.
+    pub fn inventory(&self) -> Vec<(Arc<ModelVersion>, bool)> {
+        self.models
+            .read()
+            .map(|models| {
+                models
+                    .values()
+                    .flat_map(|entry| {
+                        entry.versions.iter().map(|(version, model)| {
+                            (Arc::clone(model), *version == entry.default_version)
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Removes every model and returns them, for shutdown.
     pub fn drain(&self) -> Vec<Arc<ModelVersion>> {
         let mut models = self

@@ -101,9 +101,13 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
             loaded_at_startup: true,
             first_worker_id: 9000,
         };
-        let loaded = tokio::task::spawn_blocking(move || ModelVersion::load(request))
-            .await
-            .unwrap_or_else(|_| Err(ServeError::Internal("model loading panicked".into())));
+        let loaded = tokio::task::spawn_blocking(move || {
+            let model = ModelVersion::load(request)?;
+            model.start_workers()?;
+            Ok(model)
+        })
+        .await
+        .unwrap_or_else(|_| Err(ServeError::Internal("model loading panicked".into())));
         match loaded {
             Ok(model) => {
                 tracing::info!(model = %model.name, version = %model.version, workers = model.live_workers(), "model loaded from {}", entry.url);

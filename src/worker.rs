@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use tokio::sync::oneshot;
 
-use crate::batching::{next_batch, BatchPolicy, Job, JobResult, Next, RunHandle};
+use crate::batching::{next_batch, BatchPolicy, Job, JobResult, Next, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::model::ModelStats;
@@ -81,7 +81,7 @@ pub struct WorkerHandle {
     pub id: u32,
     pub state: Arc<WorkerState>,
     /// Wakes the worker out of its wait for jobs; capacity 1, so signalling never blocks.
-    stop: Sender<()>,
+    stop: Sender<StopMode>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -122,15 +122,14 @@ impl WorkerHandle {
         }
     }
 
-    /// Asks the worker to stop after its current batch; does not wait.
-    pub fn request_stop(&self) {
+    /// Asks the worker to stop (see [`StopMode`]); does not wait.
+    pub fn request_stop(&self, mode: StopMode) {
         self.state.set(WorkerStatus::Stopping);
-        let _ = self.stop.try_send(());
+        let _ = self.stop.try_send(mode);
     }
 
-    /// Stops the worker and waits for its thread (in-flight work finishes first).
-    pub fn stop_and_join(mut self) {
-        self.request_stop();
+    /// Waits for the worker's thread to end.
+    pub fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -139,14 +138,14 @@ impl WorkerHandle {
 
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
-        let _ = self.stop.try_send(());
+        let _ = self.stop.try_send(StopMode::AfterBatch);
     }
 }
 
 fn worker_loop(
     context: WorkerContext,
     state: Arc<WorkerState>,
-    stop: Receiver<()>,
+    stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
     let mut session = match build_session(&context.graph, &context.session) {
@@ -160,7 +159,8 @@ fn worker_loop(
     state.set(WorkerStatus::Ready);
     let _ = ready.send(Ok(()));
     drop(ready);
-    while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy) {
+    let mut draining = false;
+    while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy, &mut draining) {
         let mut replies = Replies::new(jobs);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             process_batch(&mut session, &context, &mut replies)

@@ -159,3 +159,99 @@ async fn segmenter_answers_per_pixel_class_and_probability() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detector_answers_labelled_boxes_above_the_threshold() {
+    let labels_dir = tempfile::tempdir().unwrap();
+    let labels = labels_dir.path().join("index_to_name.json");
+    std::fs::write(
+        &labels,
+        r#"{"0": "background", "1": "cat", "2": "dog", "3": "sofa", "4": "lamp"}"#,
+    )
+    .unwrap();
+    let mut spec = ArchiveSpec::new(
+        "detector",
+        fixture("tiny_fasterrcnn.onnx"),
+        "object_detector",
+    );
+    spec.extra_files.push(labels);
+    let server = TestServer::start(&[spec], &[]).await;
+    let response = reqwest::Client::new()
+        .post(server.url("/predictions/detector"))
+        .body(std::fs::read(fixture("chelsea.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Vec<serde_json::Map<String, Value>> = response.json().await.unwrap();
+    // torchvision's graph, run by ONNX Runtime in Python on the same ToTensor image.
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(fixture("chelsea_png_fasterrcnn_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let names = ["background", "cat", "dog", "sofa", "lamp"];
+    let kept: Vec<usize> = (0..expected["scores"].as_array().unwrap().len())
+        .filter(|&index| expected["scores"][index].as_f64().unwrap() >= 0.5)
+        .collect();
+    assert!(
+        !kept.is_empty() && kept.len() < expected["scores"].as_array().unwrap().len(),
+        "the fixture has detections on both sides of 0.5"
+    );
+    assert_eq!(answer.len(), kept.len(), "{answer:?}");
+    for (detection, &index) in answer.iter().zip(&kept) {
+        // TorchServe's shape: {"<label>": [x1, y1, x2, y2], "score": s}, label first.
+        let keys: Vec<&String> = detection.keys().collect();
+        let label = names[expected["labels"][index].as_u64().unwrap() as usize];
+        assert_eq!(keys, [label, "score"]);
+        let score = detection["score"].as_f64().unwrap();
+        assert!((score - expected["scores"][index].as_f64().unwrap()).abs() < 1e-3);
+        for (got, want) in detection[label]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(expected["boxes"][index].as_array().unwrap())
+        {
+            assert!(
+                (got.as_f64().unwrap() - want.as_f64().unwrap()).abs() < 0.05,
+                "{got} vs {want}"
+            );
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torchvision_fcn_serves_through_the_segmenter() {
+    let server = TestServer::start(
+        &[ArchiveSpec::new(
+            "fcn",
+            fixture("tiny_fcn.onnx"),
+            "image_segmenter",
+        )],
+        &[],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "data",
+            reqwest::multipart::Part::bytes(std::fs::read(fixture("chelsea.png")).unwrap()),
+        )
+        .part(
+            "data",
+            reqwest::multipart::Part::bytes(std::fs::read(fixture("chelsea.jpg")).unwrap()),
+        );
+    let response = client
+        .post(server.url("/predictions/fcn"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answers: Vec<Vec<Vec<[f64; 2]>>> = response.json().await.unwrap();
+    assert_eq!(answers.len(), 2);
+    for answer in &answers {
+        assert_eq!((answer.len(), answer[0].len()), (224, 224));
+    }
+    server.stop().await;
+}

@@ -8,8 +8,9 @@ Writes to tests/fixtures/ (relative to the repository root):
   chelsea_png_fasterrcnn_expected.json     its ONNX Runtime output on chelsea.png
   tiny_fcn.onnx                            torchvision FCN, tiny conv backbone
 
-Nothing is downloaded: every model is randomly initialised (weights=None) with
-torch.manual_seed(0); chelsea.jpg / chelsea.png must already exist (they are
+Nothing is downloaded: every model is randomly initialised (no pretrained
+weights) from fixed seeds, so reruns reproduce the files byte for byte with the
+same package versions. chelsea.jpg / chelsea.png must already exist (they are
 made by make_fixtures.py).
 
 Run from anywhere:
@@ -19,7 +20,6 @@ Run from anywhere:
 import json
 import os
 import sys
-from collections import OrderedDict
 
 import numpy as np
 import onnx
@@ -160,16 +160,33 @@ def run_detector_torch(model: FasterRCNN, img: torch.Tensor):
     return d["boxes"].numpy(), d["labels"].numpy(), d["scores"].numpy()
 
 
-def compare_detections(ort_out, torch_out, what: str) -> None:
+def compare_detections(ort_out, torch_out, what: str, box_tol: float = 1e-3,
+                       allow_ties: bool = False) -> None:
+    """ORT vs torch: same count, dtypes, labels; boxes within box_tol; scores within 1e-4.
+
+    With allow_ties, detections whose scores tie (e.g. several saturated at 1.0)
+    may come out in a different order: each ORT detection is then matched to an
+    unused torch detection with the same label and a box within box_tol.
+    """
     (ob, ol, os_), (tb, tl, ts) = ort_out, torch_out
     assert ob.shape == tb.shape and ol.shape == tl.shape and os_.shape == ts.shape, (
         what, ob.shape, tb.shape)
     assert ob.dtype == np.float32 and ol.dtype == np.int64 and os_.dtype == np.float32, what
-    assert np.array_equal(ol, tl), (what, ol, tl)
-    db = float(np.abs(ob - tb).max()) if ob.size else 0.0
     ds = float(np.abs(os_ - ts).max()) if os_.size else 0.0
-    assert db < 1e-3, (what, db)
     assert ds < 1e-4, (what, ds)
+    if not allow_ties:
+        assert np.array_equal(ol, tl), (what, ol, tl)
+        db = float(np.abs(ob - tb).max()) if ob.size else 0.0
+    else:
+        db, used = 0.0, set()
+        for i in range(len(ol)):
+            cands = [j for j in range(len(tl)) if j not in used and tl[j] == ol[i]
+                     and abs(float(ts[j]) - float(os_[i])) < 1e-4]
+            assert cands, (what, i)
+            j = min(cands, key=lambda j: float(np.abs(ob[i] - tb[j]).max()))
+            used.add(j)
+            db = max(db, float(np.abs(ob[i] - tb[j]).max()))
+    assert db < box_tol, (what, db)
     print(f"  {what}: onnxruntime matches torch ({len(ol)} detections, "
           f"max |dbox| {db:.2e}, max |dscore| {ds:.2e})")
 
@@ -211,11 +228,14 @@ def make_fasterrcnn() -> None:
     assert outs["labels"].type == "tensor(int64)" and len(outs["labels"].shape) == 1
     assert outs["scores"].type == "tensor(float)" and len(outs["scores"].shape) == 1
 
-    # Sizes other than the traced one, in both orientations.
+    # Sizes other than the traced one, in both orientations. Noise images give
+    # many saturated (tied) scores, and coordinates reach 500 px here, so use
+    # order-insensitive matching and a looser absolute box tolerance.
     for h, w in [(240, 320), (480, 360), (200, 500)]:
         x = torch.rand(3, h, w)
         compare_detections(tuple(sess.run(None, {"images": x.numpy()})),
-                           run_detector_torch(model, x), f"random {h}x{w}")
+                           run_detector_torch(model, x), f"random {h}x{w}",
+                           box_tol=1e-2, allow_ties=True)
 
     for src, dst in [("chelsea.jpg", "chelsea_fasterrcnn_expected.json"),
                      ("chelsea.png", "chelsea_png_fasterrcnn_expected.json")]:
@@ -223,6 +243,16 @@ def make_fasterrcnn() -> None:
         ort_out = tuple(sess.run(None, {"images": img.numpy()}))
         compare_detections(ort_out, run_detector_torch(model, img), src)
         boxes, labels, scores = ort_out
+        n_hi = int((scores >= 0.5).sum())
+        print(f"  {dst}: {src} {tuple(img.shape)} -> {len(labels)} detections, "
+              f"{n_hi} with score >= 0.5; labels {labels.tolist()}; "
+              f"scores {[round(float(s), 4) for s in scores]}")
+        # Check before writing, so a failed run leaves no misleading golden file.
+        assert n_hi >= 2 and len(labels) - n_hi >= 1, (n_hi, len(labels))
+        # Keep the threshold test robust: nothing anywhere near 0.5.
+        assert not np.any((scores > 0.4) & (scores < 0.6)), scores
+        # No near-ties, so the order cannot depend on float rounding.
+        assert np.all(-np.diff(scores) > 1e-5), scores
         doc = {
             "boxes": [[float(v) for v in b] for b in boxes],
             "labels": [int(v) for v in labels],
@@ -231,15 +261,6 @@ def make_fasterrcnn() -> None:
         with open(path(dst), "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-        n_hi = int((scores >= 0.5).sum())
-        print(f"  {dst}: {src} {tuple(img.shape)} -> {len(labels)} detections, "
-              f"{n_hi} with score >= 0.5; labels {doc['labels']}; "
-              f"scores {[round(s, 4) for s in doc['scores']]}")
-        assert n_hi >= 2 and len(labels) - n_hi >= 1, (n_hi, len(labels))
-        # Keep the threshold test robust: nothing anywhere near 0.5.
-        assert not np.any((scores > 0.4) & (scores < 0.6)), scores
-        # No near-ties, so the order cannot depend on float rounding.
-        assert np.all(-np.diff(scores) > 1e-5), scores
 
 
 # --------------------------------------------------------------------------

@@ -31,7 +31,7 @@ async fn ping(AxumState(state): AxumState<State>) -> Response {
         .registry
         .all()
         .iter()
-        .all(|model| model.live_workers() >= model.settings.min_workers);
+        .all(|model| model.live_workers() >= model.worker_range().0);
     let (status, word) = if healthy {
         (StatusCode::OK, "Healthy")
     } else {

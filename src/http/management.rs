@@ -99,6 +99,7 @@ async fn describe_version(
 /// TorchServe's `DescribeModelResponse`, field for field and in its order.
 fn describe(model: &ModelVersion) -> serde_json::Value {
     let settings = &model.settings;
+    let (min_workers, max_workers) = model.worker_range();
     let (pending, remaining) = model.queue_status();
     let workers: Vec<serde_json::Value> = model
         .worker_snapshot()
@@ -126,8 +127,8 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
         "modelUrl": model.url,
         "engine": "ONNXRuntime",
         "runtime": model.archive.manifest.runtime,
-        "minWorkers": settings.min_workers,
-        "maxWorkers": settings.max_workers,
+        "minWorkers": min_workers,
+        "maxWorkers": max_workers,
         "batchSize": settings.batch_size,
         "maxBatchDelay": settings.max_batch_delay.as_millis() as u64,
         "responseTimeout": settings.response_timeout.as_secs(),
@@ -146,7 +147,7 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
         "sequenceTimeoutMSec": 0,
         "maxNumSequence": 0,
         "maxSequenceJobQueueSize": 0,
-        "status": if model.live_workers() >= settings.min_workers { "Healthy" } else { "Unhealthy" },
+        "status": if model.live_workers() >= min_workers { "Healthy" } else { "Unhealthy" },
         "loadedAtStartup": model.loaded_at_startup,
         "workers": workers,
         "jobQueueStatus": { "remainingCapacity": remaining, "pendingRequests": pending }
