@@ -244,15 +244,21 @@ mod tests {
             assert!(queue.submit(job().0).is_ok());
         }
         let started = Instant::now();
-        let Next::Batch(batch) =
-            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 5_000))
-        else {
+        let Next::Batch(batch) = next_batch(
+            &queue.receiver(),
+            &stop,
+            &policy(BatchWait::Eager, 5_000),
+            &mut draining,
+        ) else {
             panic!("expected a batch");
         };
         assert_eq!(batch.len(), 4, "capped at batch_size");
-        let Next::Batch(batch) =
-            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 5_000))
-        else {
+        let Next::Batch(batch) = next_batch(
+            &queue.receiver(),
+            &stop,
+            &policy(BatchWait::Eager, 5_000),
+            &mut draining,
+        ) else {
             panic!("expected a batch");
         };
         assert_eq!(batch.len(), 2, "the rest, without waiting for more");
@@ -270,9 +276,12 @@ mod tests {
             assert!(late.submit(job().0).is_ok());
         });
         let started = Instant::now();
-        let Next::Batch(batch) =
-            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Fill, 400))
-        else {
+        let Next::Batch(batch) = next_batch(
+            &queue.receiver(),
+            &stop,
+            &policy(BatchWait::Fill, 400),
+            &mut false,
+        ) else {
             panic!("expected a batch");
         };
         sender.join().expect("sender");
@@ -287,11 +296,39 @@ mod tests {
     #[test]
     fn stop_wakes_an_idle_worker() {
         let queue = JobQueue::new(1);
-        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(1);
-        stop_tx.send(()).expect("send");
-        assert!(matches!(
-            next_batch(&queue.receiver(), &stop, &policy(BatchWait::Eager, 10)),
-            Next::Stop
-        ));
+        let (stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
+        stop_tx.send(StopMode::AfterBatch).expect("send");
+        let next = next_batch(
+            &queue.receiver(),
+            &stop,
+            &policy(BatchWait::Eager, 10),
+            &mut false,
+        );
+        assert!(matches!(next, Next::Stop));
+    }
+
+    #[test]
+    fn draining_finishes_the_queue_before_stopping() {
+        let queue = JobQueue::new(4);
+        let (stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
+        for _ in 0..3 {
+            assert!(queue.submit(job().0).is_ok());
+        }
+        stop_tx.send(StopMode::Drain).expect("send");
+        let single = BatchPolicy {
+            batch_size: 1,
+            max_batch_delay: Duration::ZERO,
+            wait: BatchWait::Eager,
+        };
+        let mut draining = false;
+        let mut served = 0;
+        // Whether the stop is seen before or after some jobs, all three are served, then it stops.
+        while let Next::Batch(batch) = next_batch(&queue.receiver(), &stop, &single, &mut draining)
+        {
+            served += batch.len();
+            assert!(served <= 3);
+        }
+        assert_eq!(served, 3);
+        assert!(draining);
     }
 }
