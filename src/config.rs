@@ -84,6 +84,7 @@ pub struct Config {
     pub max_request_size: usize,
     pub max_response_size: usize,
     pub default_response_timeout: Duration,
+    pub default_startup_timeout: Duration,
     /// Workers per model when neither the archive nor the API says; 0 = automatic (1 per model,
     /// with all cores as ONNX Runtime intra-op threads: several sessions on few cores only
     /// oversubscribe them).
@@ -231,6 +232,9 @@ impl Config {
             max_response_size: reader.number("max_response_size", 6_553_500)?,
             default_response_timeout: Duration::from_secs(
                 reader.number("default_response_timeout", 120)? as u64,
+            ),
+            default_startup_timeout: Duration::from_secs(
+                reader.number("default_startup_timeout", 120)? as u64,
             ),
             default_workers_per_model: reader.number("default_workers_per_model", 0)?,
             intra_op_threads: reader.number("intra_op_threads", 0)?,

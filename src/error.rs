@@ -19,6 +19,9 @@ pub enum ServeError {
     /// Unknown model name.
     #[error("Model not found: {0}")]
     ModelNotFound(String),
+    /// A registration URL that names no usable archive (TorchServe's `ModelArchive.downloadModel`).
+    #[error("{0}")]
+    ArchiveNotFound(String),
     /// Known model, unknown version.
     #[error("Model version: {version} does not exist for model: {model}")]
     ModelVersionNotFound { model: String, version: String },
@@ -37,6 +40,9 @@ pub enum ServeError {
     /// A model's workers could not start (the model is left unregistered).
     #[error("Failed to start workers for model {model} version: {version}")]
     WorkersFailed { model: String, version: String },
+    /// A scale request that cannot be carried out (TorchServe answers 500 here).
+    #[error("{0}")]
+    ScaleFailed(String),
     /// The archive file a download would create is already in the model store.
     #[error("Model file already exists {0}")]
     ModelFileExists(String),
@@ -85,11 +91,14 @@ impl ServeError {
             ServeError::ResourceNotFound
             | ServeError::ModelNotFound(_)
             | ServeError::ModelVersionNotFound { .. }
-            | ServeError::DefaultVersionNotFound { .. } => 404,
+            | ServeError::DefaultVersionNotFound { .. }
+            | ServeError::ArchiveNotFound(_) => 404,
             ServeError::MethodNotAllowed | ServeError::ModelApiDisabled => 405,
             ServeError::DefaultVersionInUse(_) => 403,
             ServeError::VersionConflict { .. } => 409,
-            ServeError::WorkersFailed { .. } | ServeError::ModelFileExists(_) => 500,
+            ServeError::WorkersFailed { .. }
+            | ServeError::ModelFileExists(_)
+            | ServeError::ScaleFailed(_) => 500,
             ServeError::BadRequest(_) => 400,
             ServeError::PayloadTooLarge { .. } => 413,
             ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
@@ -107,15 +116,17 @@ impl ServeError {
             ServeError::MethodNotAllowed | ServeError::ModelApiDisabled => {
                 "MethodNotAllowedException"
             }
-            ServeError::ModelNotFound(_) => "ModelNotFoundException",
+            ServeError::ModelNotFound(_) | ServeError::ArchiveNotFound(_) => {
+                "ModelNotFoundException"
+            }
             ServeError::ModelVersionNotFound { .. } | ServeError::DefaultVersionNotFound { .. } => {
                 "ModelVersionNotFoundException"
             }
             ServeError::DefaultVersionInUse(_) => "InvalidModelVersionException",
             ServeError::VersionConflict { .. } => "ConflictStatusException",
-            ServeError::WorkersFailed { .. } | ServeError::ModelFileExists(_) => {
-                "InternalServerException"
-            }
+            ServeError::WorkersFailed { .. }
+            | ServeError::ModelFileExists(_)
+            | ServeError::ScaleFailed(_) => "InternalServerException",
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
             ServeError::NoWorker(_) => "ServiceUnavailableException",
@@ -220,6 +231,52 @@ mod tests {
                 "InternalServerException",
             ),
         ];
+        let table = table.into_iter().chain([
+            (
+                ServeError::DefaultVersionNotFound {
+                    model: "m".into(),
+                    version: "3".into(),
+                },
+                404,
+                "ModelVersionNotFoundException",
+            ),
+            (
+                ServeError::DefaultVersionInUse("m".into()),
+                403,
+                "InvalidModelVersionException",
+            ),
+            (
+                ServeError::VersionConflict {
+                    model: "m".into(),
+                    version: "1".into(),
+                },
+                409,
+                "ConflictStatusException",
+            ),
+            (
+                ServeError::ModelApiDisabled,
+                405,
+                "MethodNotAllowedException",
+            ),
+            (
+                ServeError::WorkersFailed {
+                    model: "m".into(),
+                    version: "1".into(),
+                },
+                500,
+                "InternalServerException",
+            ),
+            (
+                ServeError::ModelFileExists("m.mar".into()),
+                500,
+                "InternalServerException",
+            ),
+            (
+                ServeError::ScaleFailed("x".into()),
+                500,
+                "InternalServerException",
+            ),
+        ]);
         for (error, status, kind) in table {
             let body = error.body();
             assert_eq!((body.code, body.kind), (status, kind), "{error:?}");

@@ -12,6 +12,7 @@
 //! - [`tensor`]: host tensors stacked and split along the batch axis.
 //!
 //! Around it:
+//! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod manage;
 pub mod model;
 pub mod registry;
 pub mod runtime;
@@ -35,4 +37,9 @@ pub mod worker;
 pub struct AppState {
     pub config: config::Config,
     pub registry: registry::Registry,
+}
+
+impl AppState {
+    /// Called after every state-changing management call (snapshots hook in here).
+    pub fn changed(&self) {}
 }

@@ -27,6 +27,8 @@ pub struct ModelSettings {
     pub max_batch_delay: Duration,
     pub batch_wait: BatchWait,
     pub response_timeout: Duration,
+    /// How long starting one worker may take (TorchServe's `startup_timeout`).
+    pub startup_timeout: Duration,
     pub job_queue_size: usize,
     /// ONNX Runtime intra-op threads per worker session.
     pub intra_op_threads: usize,
@@ -67,9 +69,22 @@ pub struct LoadRequest {
     pub settings: ModelSettings,
     /// Whether `settings` may be overridden by the archive's model-config.yaml.
     pub apply_model_config: bool,
+    /// Management-API parameters, which win over model-config.yaml.
+    pub overrides: SettingsOverride,
     pub loaded_at_startup: bool,
-    /// First worker id to hand out (TorchServe's `initial_worker_port`, 9000).
-    pub first_worker_id: u32,
+}
+
+/// Settings given with a registration request (TorchServe: config.properties < yaml < API).
+#[derive(Debug, Clone, Default)]
+pub struct SettingsOverride {
+    pub batch_size: Option<usize>,
+    pub max_batch_delay: Option<Duration>,
+    pub response_timeout: Option<Duration>,
+    pub startup_timeout: Option<Duration>,
+    /// A handler name given at registration, replacing the archive's.
+    pub handler: Option<String>,
+    /// `initial_workers`: used when model-config.yaml sets no valid worker range.
+    pub initial_workers: Option<usize>,
 }
 
 /// A model version that can answer requests.
@@ -88,12 +103,13 @@ pub struct ModelVersion {
     workers: Mutex<Vec<WorkerHandle>>,
     /// Serialises scale operations so two scale calls never interleave worker starts and stops.
     scaling: Mutex<()>,
-    next_worker_id: AtomicU64,
     /// The scale API's current minimum and maximum.
     min_workers: AtomicUsize,
     max_workers: AtomicUsize,
     /// Set when the model is being unloaded: new requests are refused.
     closed: AtomicBool,
+    /// A handler given at registration that cannot run; worker starts fail with it.
+    unusable_handler: Option<String>,
     /// Keeps the unpacked archive alive; removed when the model is dropped.
     _unpacked: Option<tempfile::TempDir>,
 }
@@ -115,16 +131,35 @@ impl ModelVersion {
                 request.url
             ))
         })?;
-        let handler_config = archive
+        let mut handler_config = archive
             .handler
             .clone()
             .ok_or_else(|| ServeError::BadRequest("the archive has no handler config".into()))?;
+        // A registration's `handler` replaces the archive's when it names a built-in handler;
+        // anything else cannot run, so this model's workers will fail to start.
+        let mut unusable_handler = None;
+        if let Some(name) = request
+            .overrides
+            .handler
+            .as_deref()
+            .filter(|name| *name != manifest.model.handler)
+        {
+            match oxserve_archiver::HandlerConfig::builtin(name) {
+                Some(config) if config.check_signature(&section.signature).is_ok() => {
+                    handler_config = config
+                }
+                _ => unusable_handler = Some(name.to_string()),
+            }
+        }
         let mut settings = request.settings.clone();
+        let mut yaml_sets_workers = false;
         if request.apply_model_config {
             if let Some(config) = &archive.model_config {
                 apply_model_config(&mut settings, config);
+                yaml_sets_workers = matches!((config.min_workers, config.max_workers), (Some(min), Some(max)) if min > 0 && max >= min);
             }
         }
+        apply_overrides(&mut settings, &request.overrides, yaml_sets_workers);
         let handler = Handler::new(
             handler_config,
             section.signature.clone(),
@@ -154,10 +189,10 @@ impl ModelVersion {
             queue: JobQueue::new(settings.job_queue_size),
             workers: Mutex::new(Vec::new()),
             scaling: Mutex::new(()),
-            next_worker_id: AtomicU64::new(u64::from(request.first_worker_id)),
             min_workers: AtomicUsize::new(settings.min_workers),
             max_workers: AtomicUsize::new(settings.max_workers),
             closed: AtomicBool::new(false),
+            unusable_handler,
             archive,
             settings,
             _unpacked: unpacked,
@@ -243,8 +278,16 @@ impl ModelVersion {
             surplus.into_iter().for_each(WorkerHandle::join);
             return Ok(());
         }
+        if let (true, Some(handler)) = (min > current, &self.unusable_handler) {
+            tracing::error!(model = %self.name, "handler {handler:?} is neither built in nor runnable");
+            return Err(ServeError::WorkersFailed {
+                model: self.name.clone(),
+                version: self.version.clone(),
+            });
+        }
         for _ in current..min {
-            let id = self.next_worker_id.fetch_add(1, Ordering::Relaxed) as u32;
+            let id = crate::worker::next_worker_id();
+            let started = std::time::Instant::now();
             let worker = WorkerHandle::spawn(WorkerContext {
                 id,
                 model_label: format!("{}_{}", self.name, self.version),
@@ -259,6 +302,15 @@ impl ModelVersion {
                 jobs: self.queue.receiver(),
                 stats: Arc::clone(&self.stats),
             })?;
+            if started.elapsed() > self.settings.startup_timeout {
+                tracing::error!(model = %self.name, "a worker took {:?} to start, more than startup_timeout", started.elapsed());
+                worker.request_stop(StopMode::AfterBatch);
+                worker.join();
+                return Err(ServeError::WorkersFailed {
+                    model: self.name.clone(),
+                    version: self.version.clone(),
+                });
+            }
             self.workers
                 .lock()
                 .map_err(|_| ServeError::Internal("worker list poisoned".into()))?
@@ -316,6 +368,31 @@ impl ModelVersion {
     }
 }
 
+/// API parameters over everything; `initial_workers` only when the archive sets no worker range
+/// (TorchServe's `handleRegister`).
+fn apply_overrides(
+    settings: &mut ModelSettings,
+    overrides: &SettingsOverride,
+    yaml_sets_workers: bool,
+) {
+    if let Some(size) = overrides.batch_size {
+        settings.batch_size = size.max(1);
+    }
+    if let Some(delay) = overrides.max_batch_delay {
+        settings.max_batch_delay = delay;
+    }
+    if let Some(timeout) = overrides.response_timeout {
+        settings.response_timeout = timeout;
+    }
+    if let Some(timeout) = overrides.startup_timeout {
+        settings.startup_timeout = timeout;
+    }
+    if let (Some(workers), false) = (overrides.initial_workers, yaml_sets_workers) {
+        settings.min_workers = workers;
+        settings.max_workers = workers;
+    }
+}
+
 /// model-config.yaml's frontend keys over config.properties defaults.
 fn apply_model_config(settings: &mut ModelSettings, config: &oxserve_archiver::ModelConfig) {
     if let Some(min) = config.min_workers {
@@ -332,6 +409,9 @@ fn apply_model_config(settings: &mut ModelSettings, config: &oxserve_archiver::M
     }
     if let Some(timeout) = config.response_timeout {
         settings.response_timeout = Duration::from_secs(timeout);
+    }
+    if let Some(timeout) = config.startup_timeout {
+        settings.startup_timeout = Duration::from_secs(timeout);
     }
     if let Some(size) = config.job_queue_size {
         settings.job_queue_size = size.max(1) as usize;

@@ -77,6 +77,7 @@ pub fn default_settings(config: &Config) -> ModelSettings {
         max_batch_delay: Duration::from_millis(100),
         batch_wait: BatchWait::Eager,
         response_timeout: config.default_response_timeout,
+        startup_timeout: config.default_startup_timeout,
         job_queue_size: config.job_queue_size,
         intra_op_threads: threads,
         limit_max_image_pixels: config.limit_max_image_pixels,
@@ -98,8 +99,8 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
             url: entry.url.clone(),
             settings: default_settings(&state.config),
             apply_model_config: true,
+            overrides: Default::default(),
             loaded_at_startup: true,
-            first_worker_id: 9000,
         };
         let loaded = tokio::task::spawn_blocking(move || {
             let model = ModelVersion::load(request)?;

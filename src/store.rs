@@ -74,35 +74,34 @@ pub fn startup_models(
     Ok(entries)
 }
 
-/// A `url` naming a file directly inside the store.
+/// A `url` naming a file directly inside the store, with TorchServe's 404 answers
+/// (`ModelArchive.downloadModel`) for everything else.
 pub fn resolve(store: &Path, url: &str) -> Result<PathBuf, ServeError> {
     if url.is_empty() {
-        return Err(ServeError::BadRequest("empty url".into()));
+        return Err(ServeError::ArchiveNotFound("empty url".into()));
     }
-    if url.contains("://") {
-        return Err(ServeError::BadRequest(format!(
-            "{url}: remote model URLs are not supported by this oxserve version; copy the archive into the model store"
-        )));
-    }
-    if url.contains("..") || url.contains('/') || url.contains('\\') {
-        return Err(ServeError::BadRequest(format!(
+    let lowered = url.to_ascii_lowercase();
+    if url.contains("..") || lowered.contains("%2e%2e") {
+        return Err(ServeError::ArchiveNotFound(format!(
             "Relative path is not allowed in url: {url}"
         )));
     }
-    let path = store.join(url);
-    let real_store = store.canonicalize().map_err(|error| {
-        ServeError::BadRequest(format!(
-            "cannot read model store {}: {error}",
-            store.display()
-        ))
-    })?;
-    let real = path.canonicalize().map_err(|_| {
-        ServeError::BadRequest(format!("Model archive {url} is not in the model store"))
-    })?;
-    if real.parent() != Some(real_store.as_path()) {
-        return Err(ServeError::BadRequest(format!(
-            "{url} leads outside the model store"
+    if url.contains("://") {
+        return Err(ServeError::ArchiveNotFound(format!(
+            "Given URL {url} does not match any allowed URL(s)"
         )));
+    }
+    let not_found = || ServeError::ArchiveNotFound(format!("Model not found at: {url}"));
+    if url.contains('/') || url.contains('\\') {
+        return Err(not_found());
+    }
+    let path = store.join(url);
+    let real_store = store
+        .canonicalize()
+        .map_err(|_| ServeError::ArchiveNotFound("Model store has not been configured.".into()))?;
+    let real = path.canonicalize().map_err(|_| not_found())?;
+    if real.parent() != Some(real_store.as_path()) {
+        return Err(not_found());
     }
     Ok(path)
 }

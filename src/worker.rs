@@ -25,6 +25,14 @@ use crate::model::ModelStats;
 use crate::runtime::{build_session, SessionSettings};
 use crate::tensor::HostTensor;
 
+/// Worker ids are unique in the process and start at TorchServe's `initial_worker_port`.
+static NEXT_WORKER_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(9000);
+
+/// The id for a new worker (9000, 9001, ...).
+pub fn next_worker_id() -> u32 {
+    NEXT_WORKER_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Worker life cycle, as TorchServe's describe API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerStatus {

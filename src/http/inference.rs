@@ -20,7 +20,13 @@ pub fn router(state: State) -> Router {
         .route("/ping", get(ping))
         .route("/predictions/{model}", any(predict_default))
         .route("/predictions/{model}/{version}", any(predict_version))
-        .route("/", any(method_not_allowed))
+        .route(
+            "/",
+            axum::routing::options(|| async {
+                json_response(StatusCode::OK, &super::openapi::inference())
+            })
+            .fallback(method_not_allowed),
+        )
         .fallback(not_found)
         .with_state(state)
 }

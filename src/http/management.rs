@@ -1,35 +1,271 @@
-//! The management API (8081). This version answers the read-only calls with TorchServe's shapes:
-//! `GET /models` (sorted, paginated) and `GET /models/{name}[/{version}|/all]` (describe, a JSON
-//! array). Everything else answers TorchServe's 404/405.
+//! The management API (8081), as TorchServe's `ManagementRequestHandler`: list, describe,
+//! register, scale, unregister, set-default, and the OpenAPI description on `OPTIONS /`.
+//! Parameters come from the query string or, with `Content-Type: application/json`, a JSON body
+//! (TorchServe's two parsers, with their different `synchronous` defaults). Register and
+//! unregister answer 405 unless the model API is enabled. The operations themselves live in
+//! [`crate::manage`].
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use axum::extract::{Path, Query, State as AxumState};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State as AxumState};
+use axum::http::{header, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{any, get, options, put};
 use axum::Router;
 
-use super::{json_response, method_not_allowed, not_found, State};
+use super::{json_response, method_not_allowed, not_found, openapi, read_body, State};
 use crate::error::ServeError;
+use crate::manage::{self, RegisterParams, ScaleParams, Status};
 use crate::model::ModelVersion;
 use crate::worker::WorkerStatus;
 
 /// The management listener's routes.
 pub fn router(state: State) -> Router {
+    let model_routes = || {
+        get(describe_default)
+            .put(scale_default)
+            .delete(unregister_default)
+            .fallback(method_not_allowed)
+    };
     Router::new()
-        .route("/models", get(list).fallback(method_not_allowed))
         .route(
-            "/models/{model}",
-            get(describe_default).fallback(method_not_allowed),
+            "/",
+            options(|| async { json_response(StatusCode::OK, &openapi::management()) }),
         )
+        .route(
+            "/models",
+            get(list).post(register).fallback(method_not_allowed),
+        )
+        .route("/models/{model}", model_routes())
+        // TorchServe's clients also send `models/{name}/` with a trailing slash.
+        .route("/models/{model}/", model_routes())
         .route(
             "/models/{model}/{version}",
-            get(describe_version).fallback(method_not_allowed),
+            get(describe_version)
+                .put(scale_version)
+                .delete(unregister_version)
+                .fallback(method_not_allowed),
         )
+        .route(
+            "/models/{model}/{version}/set-default",
+            put(set_default).fallback(method_not_allowed),
+        )
+        .route("/models/{model}/{version}/{*rest}", any(not_found))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// Request parameters by name, from the query string or a JSON body. Malformed values fall back
+/// to the default as TorchServe's `NettyUtils.getIntParameter` and Java's `parseBoolean` do (its
+/// clients rely on that); each fallback is reported in an `x-oxserve-warning` header and the log.
+struct Params {
+    values: BTreeMap<String, String>,
+    /// Whether they came from a JSON body (TorchServe's Gson path: `synchronous` defaults false).
+    json: bool,
+    warnings: Vec<String>,
+}
+
+impl Params {
+    async fn read(
+        query: BTreeMap<String, String>,
+        request: Request,
+        limit: usize,
+    ) -> Result<Params, ServeError> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
+        if !is_json {
+            return Ok(Params {
+                values: query,
+                json: false,
+                warnings: Vec::new(),
+            });
+        }
+        let body = read_body(request.into_body(), None, limit).await?;
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|error| {
+                ServeError::BadRequest(format!("the request body is not a JSON object: {error}"))
+            })?;
+        let mut values = query;
+        for (key, value) in object {
+            match value {
+                serde_json::Value::Null => {}
+                serde_json::Value::String(text) => {
+                    values.insert(key, text);
+                }
+                other => {
+                    values.insert(key, other.to_string());
+                }
+            }
+        }
+        Ok(Params {
+            values,
+            json: true,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.values.get(key).cloned()
+    }
+
+    /// An integer; a malformed one counts as absent.
+    fn integer(&mut self, key: &str) -> Option<i64> {
+        let value = self.values.get(key)?;
+        match value.trim().parse() {
+            Ok(number) => Some(number),
+            Err(_) => {
+                self.warnings.push(format!(
+                    "parameter {key}={value:?} is not an integer; the default is used"
+                ));
+                None
+            }
+        }
+    }
+
+    /// A count; negative values mean "the default", as in TorchServe.
+    fn count(&mut self, key: &str) -> Option<usize> {
+        self.integer(key)
+            .and_then(|value| usize::try_from(value).ok())
+    }
+
+    /// Java's `Boolean.parseBoolean`: "true" in any case is true, anything else false.
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.values.get(key) {
+            None => default,
+            Some(value) if value.eq_ignore_ascii_case("true") => true,
+            Some(value) => {
+                if !value.eq_ignore_ascii_case("false") {
+                    self.warnings.push(format!(
+                        "parameter {key}={value:?} is not true or false; false is used"
+                    ));
+                }
+                false
+            }
+        }
+    }
+}
+
+fn status_response(status: Status, warnings: &[String]) -> Response {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::OK);
+    let mut response = json_response(code, &serde_json::json!({ "status": status.message }));
+    for warning in warnings {
+        tracing::warn!("{warning}");
+        if let Ok(value) = header::HeaderValue::from_str(warning) {
+            response.headers_mut().append("x-oxserve-warning", value);
+        }
+    }
+    response
+}
+
+async fn register(
+    AxumState(state): AxumState<State>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Result<Response, ServeError> {
+    if !state.config.enable_model_api {
+        return Err(ServeError::ModelApiDisabled);
+    }
+    let mut params = Params::read(query, request, state.config.max_request_size).await?;
+    let json = params.json;
+    let register = RegisterParams {
+        url: params.text("url"),
+        model_name: params.text("model_name"),
+        handler: params.text("handler"),
+        runtime: params.text("runtime"),
+        batch_size: params.count("batch_size").filter(|&size| size > 0),
+        max_batch_delay: params.count("max_batch_delay").map(|delay| delay as u64),
+        initial_workers: params.count("initial_workers"),
+        // TorchServe: the query-string parser defaults to true, the JSON parser to false.
+        synchronous: params.boolean("synchronous", !json),
+        response_timeout: params
+            .count("response_timeout")
+            .map(|timeout| timeout as u64),
+        startup_timeout: params
+            .count("startup_timeout")
+            .map(|timeout| timeout as u64),
+    };
+    let status = manage::register(&state, register).await?;
+    Ok(status_response(status, &params.warnings))
+}
+
+async fn scale(
+    state: State,
+    model: String,
+    version: Option<String>,
+    mut params: Params,
+) -> Result<Response, ServeError> {
+    let min_worker = params.integer("min_worker").unwrap_or(1);
+    let scale = ScaleParams {
+        min_worker,
+        max_worker: params.integer("max_worker").unwrap_or(min_worker),
+        synchronous: params.boolean("synchronous", false),
+    };
+    // Accepted for compatibility: sessions are placed by the model's device settings.
+    params.integer("number_gpu");
+    params.integer("timeout");
+    let version = version.or_else(|| params.text("model_version"));
+    let status = manage::scale(&state, &model, version.as_deref(), scale).await?;
+    Ok(status_response(status, &params.warnings))
+}
+
+async fn scale_default(
+    AxumState(state): AxumState<State>,
+    Path(model): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Result<Response, ServeError> {
+    let params = Params::read(query, request, state.config.max_request_size).await?;
+    scale(state, model, None, params).await
+}
+
+async fn scale_version(
+    AxumState(state): AxumState<State>,
+    Path((model, version)): Path<(String, String)>,
+    Query(query): Query<BTreeMap<String, String>>,
+    request: Request,
+) -> Result<Response, ServeError> {
+    let params = Params::read(query, request, state.config.max_request_size).await?;
+    scale(state, model, Some(version), params).await
+}
+
+async fn unregister_default(
+    AxumState(state): AxumState<State>,
+    Path(model): Path<String>,
+) -> Result<Response, ServeError> {
+    if !state.config.enable_model_api {
+        return Err(ServeError::ModelApiDisabled);
+    }
+    Ok(status_response(
+        manage::unregister(&state, &model, None).await?,
+        &[],
+    ))
+}
+
+async fn unregister_version(
+    AxumState(state): AxumState<State>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ServeError> {
+    if !state.config.enable_model_api {
+        return Err(ServeError::ModelApiDisabled);
+    }
+    Ok(status_response(
+        manage::unregister(&state, &model, Some(&version)).await?,
+        &[],
+    ))
+}
+
+async fn set_default(
+    AxumState(state): AxumState<State>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ServeError> {
+    Ok(status_response(
+        manage::set_default(&state, &model, &version)?,
+        &[],
+    ))
 }
 
 /// `GET /models?limit=&next_page_token=` as `ApiUtils.getModelList`: default versions only,

@@ -6,6 +6,7 @@
 pub mod inference;
 pub mod management;
 pub mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -33,6 +33,10 @@ pub struct ArchiveSpec<'a> {
     /// model-config.yaml text, if any.
     pub model_config: Option<&'a str>,
     pub extra_files: Vec<PathBuf>,
+    /// Model version in the manifest.
+    pub version: &'a str,
+    /// File name in the store; `<name>.mar` when absent.
+    pub file_name: Option<&'a str>,
 }
 
 impl<'a> ArchiveSpec<'a> {
@@ -43,11 +47,20 @@ impl<'a> ArchiveSpec<'a> {
             handler: handler.to_string(),
             model_config: None,
             extra_files: Vec::new(),
+            version: "1.0",
+            file_name: None,
         }
     }
 
     pub fn with_config(mut self, yaml: &'a str) -> Self {
         self.model_config = Some(yaml);
+        self
+    }
+
+    /// Another version, stored under another file name.
+    pub fn versioned(mut self, version: &'a str, file_name: &'a str) -> Self {
+        self.version = version;
+        self.file_name = Some(file_name);
         self
     }
 }
@@ -61,9 +74,10 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
         std::fs::write(&path, yaml).unwrap();
         path
     });
+    let staging = store.join(format!(".{}-{}-staging", spec.name, spec.version));
     let outcome = pack(&PackRequest {
         model_name: spec.name.to_string(),
-        version: "1.0".into(),
+        version: spec.version.into(),
         serialized_file: Some(spec.graph.clone()),
         model_file: None,
         handler: spec.handler.clone(),
@@ -73,7 +87,7 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
             .map(|path| path.display().to_string())
             .collect(),
         runtime: "python".into(),
-        export_path: store.to_path_buf(),
+        export_path: staging.clone(),
         archive_format: ArchiveFormat::Default,
         force: true,
         requirements_file: None,
@@ -81,7 +95,14 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
         ort_library: None,
     })
     .unwrap();
-    outcome.path
+    let target = store.join(
+        spec.file_name
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}.mar", spec.name)),
+    );
+    std::fs::rename(&outcome.path, &target).unwrap();
+    std::fs::remove_dir_all(&staging).unwrap();
+    target
 }
 
 /// A server running in this test process.

@@ -1,0 +1,230 @@
+//! Model management operations, as TorchServe's `ApiUtils`: register, scale, unregister,
+//! set-default. Transport-neutral: the REST handlers (and gRPC later) parse parameters, call these,
+//! and encode the [`Status`] or [`ServeError`]. Loading and worker starts run off the async
+//! runtime; the registry is only touched for quick lookups and updates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ServeError;
+use crate::model::{LoadRequest, ModelVersion, SettingsOverride};
+use crate::registry::AddError;
+use crate::{store, AppState};
+
+/// A successful management answer: HTTP status and the `status` text TorchServe sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+}
+
+impl Status {
+    fn ok(message: String) -> Self {
+        Status { code: 200, message }
+    }
+
+    fn accepted() -> Self {
+        Status {
+            code: 202,
+            message: "Processing worker updates...".into(),
+        }
+    }
+}
+
+/// `POST /models` parameters (TorchServe's `RegisterModelRequest`).
+#[derive(Debug, Clone, Default)]
+pub struct RegisterParams {
+    pub url: Option<String>,
+    pub model_name: Option<String>,
+    /// Overrides the archive's handler; anything but a built-in name makes worker starts fail,
+    /// as an unknown Python handler does in TorchServe.
+    pub handler: Option<String>,
+    pub runtime: Option<String>,
+    pub batch_size: Option<usize>,
+    pub max_batch_delay: Option<u64>,
+    pub initial_workers: Option<usize>,
+    pub synchronous: bool,
+    pub response_timeout: Option<u64>,
+    /// Seconds workers may take to start; 0 means they cannot.
+    pub startup_timeout: Option<u64>,
+}
+
+/// `PUT /models/{name}[/{version}]` parameters.
+#[derive(Debug, Clone)]
+pub struct ScaleParams {
+    pub min_worker: i64,
+    pub max_worker: i64,
+    pub synchronous: bool,
+}
+
+/// Runs blocking work off the async runtime, turning a panic into an internal error.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServeError> + Send + 'static,
+) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Err(ServeError::Internal("a management task panicked".into())))
+}
+
+/// Registers a model from the store (TorchServe's `registerModel` + `handleRegister`).
+pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<Status, ServeError> {
+    let url = params
+        .url
+        .clone()
+        .ok_or_else(|| ServeError::BadRequest("Parameter url is required.".into()))?;
+    if let Some(runtime) = &params.runtime {
+        if !oxserve_archiver::manifest::RUNTIMES.contains(&runtime.as_str()) {
+            return Err(ServeError::BadRequest(format!(
+                "Invalid RuntimeType value: {runtime}"
+            )));
+        }
+    }
+    let store = state.config.model_store.clone().ok_or_else(|| {
+        ServeError::BadRequest("no model store is configured (--model-store)".into())
+    })?;
+    let archive = store::resolve(&store, &url)?;
+    let request = LoadRequest {
+        archive,
+        name: params.model_name.clone(),
+        url: url.clone(),
+        settings: crate::server::default_settings(&state.config),
+        apply_model_config: true,
+        overrides: SettingsOverride {
+            batch_size: params.batch_size,
+            max_batch_delay: params.max_batch_delay.map(Duration::from_millis),
+            response_timeout: params.response_timeout.map(Duration::from_secs),
+            startup_timeout: params.startup_timeout.map(Duration::from_secs),
+            handler: params.handler.clone(),
+            initial_workers: Some(
+                params
+                    .initial_workers
+                    .unwrap_or(state.config.default_workers_per_model),
+            ),
+        },
+        loaded_at_startup: false,
+    };
+    let model = blocking(move || ModelVersion::load(request)).await?;
+    let (name, version) = (model.name.clone(), model.version.clone());
+    state
+        .registry
+        .add(Arc::clone(&model))
+        .map_err(|error| match error {
+            AddError::VersionExists { name, version } => ServeError::VersionConflict {
+                model: name,
+                version,
+            },
+        })?;
+    let (workers, _) = model.worker_range();
+    if workers == 0 {
+        state.changed();
+        return Ok(Status::ok(format!(
+            "Model \"{name}\" Version: {version} registered with 0 initial workers. Use scale workers API to add workers for the model."
+        )));
+    }
+    let start = {
+        let (state, model) = (Arc::clone(state), Arc::clone(&model));
+        async move {
+            let started = blocking({
+                let model = Arc::clone(&model);
+                move || model.start_workers()
+            })
+            .await;
+            if let Err(error) = &started {
+                // As TorchServe: a model whose workers cannot start is unregistered again.
+                tracing::error!(model = %model.name, version = %model.version, "workers failed to start: {error}");
+                let _ = state.registry.remove(&model.name, Some(&model.version));
+                blocking(move || {
+                    model.shutdown();
+                    Ok(())
+                })
+                .await
+                .ok();
+            }
+            state.changed();
+            started
+        }
+    };
+    if !params.synchronous {
+        tokio::spawn(start);
+        return Ok(Status::accepted());
+    }
+    start.await.map_err(|_| ServeError::WorkersFailed {
+        model: name.clone(),
+        version: version.clone(),
+    })?;
+    Ok(Status::ok(format!(
+        "Model \"{name}\" Version: {version} registered with {workers} initial workers"
+    )))
+}
+
+/// Sets a model version's worker range (TorchServe's `updateModelWorkers`).
+pub async fn scale(
+    state: &Arc<AppState>,
+    name: &str,
+    version: Option<&str>,
+    params: ScaleParams,
+) -> Result<Status, ServeError> {
+    if params.max_worker < params.min_worker {
+        return Err(ServeError::BadRequest(
+            "max_worker cannot be less than min_worker.".into(),
+        ));
+    }
+    let model = state.registry.get(name, version)?;
+    if params.min_worker < 0 {
+        return Err(ServeError::ScaleFailed(format!(
+            "Parameter min_worker must not be negative, got {}",
+            params.min_worker
+        )));
+    }
+    let (min, max) = (params.min_worker as usize, params.max_worker as usize);
+    let work = {
+        let (state, model) = (Arc::clone(state), Arc::clone(&model));
+        async move {
+            let result = blocking({
+                let model = Arc::clone(&model);
+                move || model.scale(min, max)
+            })
+            .await;
+            state.changed();
+            result
+        }
+    };
+    if !params.synchronous {
+        tokio::spawn(work);
+        return Ok(Status::accepted());
+    }
+    work.await.map_err(|_| ServeError::WorkersFailed {
+        model: name.to_string(),
+        version: model.version.clone(),
+    })?;
+    let mut message = format!("Workers scaled to {min} for model: {name}");
+    if let Some(version) = version {
+        message.push_str(&format!(", version: {version}"));
+    }
+    Ok(Status::ok(message))
+}
+
+/// Unregisters a version; requests already accepted are answered first.
+pub async fn unregister(
+    state: &Arc<AppState>,
+    name: &str,
+    version: Option<&str>,
+) -> Result<Status, ServeError> {
+    let model = state.registry.remove(name, version)?;
+    blocking(move || {
+        model.shutdown();
+        Ok(())
+    })
+    .await?;
+    state.changed();
+    Ok(Status::ok(format!("Model \"{name}\" unregistered")))
+}
+
+/// Makes `version` the default version of `name`.
+pub fn set_default(state: &Arc<AppState>, name: &str, version: &str) -> Result<Status, ServeError> {
+    state.registry.set_default(name, version)?;
+    state.changed();
+    Ok(Status::ok(format!(
+        "Default version successfully updated for model \"{name}\" to \"{version}\""
+    )))
+}
