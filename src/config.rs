@@ -70,6 +70,32 @@ pub struct Cli {
     pub pid_file: Option<PathBuf>,
 }
 
+/// One entry of TorchServe's `models` key (and of a snapshot's `model_snapshot`): settings for a
+/// model version, at config.properties priority.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelEntry {
+    #[serde(default)]
+    pub default_version: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mar_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_delay: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_timeout: Option<u64>,
+}
+
+/// `models`: model name → version → settings.
+pub type ModelsConfig = BTreeMap<String, BTreeMap<String, ModelEntry>>;
+
 /// Everything the server needs, merged and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -79,6 +105,8 @@ pub struct Config {
     pub model_store: Option<PathBuf>,
     /// Startup models (`--models` or `load_models`): `all`, file names, or `name=file`.
     pub load_models: Vec<String>,
+    /// Per-model settings (`models` key), applied under model-config.yaml.
+    pub models: ModelsConfig,
     /// Per-model queue capacity; a full queue answers 503 at once.
     pub job_queue_size: usize,
     pub max_request_size: usize,
@@ -227,6 +255,18 @@ impl Config {
                 .get("load_models")
                 .map(|value| split_models(value))
                 .unwrap_or_default(),
+            models: match properties
+                .get("models")
+                .map(|text| text.trim())
+                .filter(|text| !text.is_empty())
+            {
+                None => ModelsConfig::new(),
+                Some(text) => serde_json::from_str(text).map_err(|error| {
+                    ConfigError(format!(
+                        "config key models: not valid JSON model settings: {error}"
+                    ))
+                })?,
+            },
             job_queue_size: reader.number("job_queue_size", 100)?.max(1),
             max_request_size: reader.number("max_request_size", 6_553_500)?,
             max_response_size: reader.number("max_response_size", 6_553_500)?,

@@ -89,6 +89,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
         url: url.clone(),
         settings: crate::server::default_settings(&state.config),
         apply_model_config: true,
+        models_config: Some(Arc::new(state.config.models.clone())),
         overrides: SettingsOverride {
             batch_size: params.batch_size,
             max_batch_delay: params.max_batch_delay.map(Duration::from_millis),

@@ -69,6 +69,8 @@ pub struct LoadRequest {
     pub settings: ModelSettings,
     /// Whether `settings` may be overridden by the archive's model-config.yaml.
     pub apply_model_config: bool,
+    /// config.properties' `models` entries; the one for this name and version applies first.
+    pub models_config: Option<Arc<crate::config::ModelsConfig>>,
     /// Management-API parameters, which win over model-config.yaml.
     pub overrides: SettingsOverride,
     pub loaded_at_startup: bool,
@@ -152,6 +154,14 @@ impl ModelVersion {
             }
         }
         let mut settings = request.settings.clone();
+        let version = manifest.model.model_version.clone();
+        if let Some(entry) = request
+            .models_config
+            .as_ref()
+            .and_then(|models| models.get(&name)?.get(&version))
+        {
+            apply_models_entry(&mut settings, entry);
+        }
         let mut yaml_sets_workers = false;
         if request.apply_model_config {
             if let Some(config) = &archive.model_config {
@@ -390,6 +400,29 @@ fn apply_overrides(
     if let (Some(workers), false) = (overrides.initial_workers, yaml_sets_workers) {
         settings.min_workers = workers;
         settings.max_workers = workers;
+    }
+}
+
+/// A config.properties `models` entry over the server defaults.
+fn apply_models_entry(settings: &mut ModelSettings, entry: &crate::config::ModelEntry) {
+    if let Some(min) = entry.min_workers {
+        settings.min_workers = min;
+        settings.max_workers = settings.max_workers.max(min);
+    }
+    if let Some(max) = entry.max_workers {
+        settings.max_workers = max.max(settings.min_workers);
+    }
+    if let Some(size) = entry.batch_size {
+        settings.batch_size = size.max(1);
+    }
+    if let Some(delay) = entry.max_batch_delay {
+        settings.max_batch_delay = Duration::from_millis(delay);
+    }
+    if let Some(timeout) = entry.response_timeout {
+        settings.response_timeout = Duration::from_secs(timeout);
+    }
+    if let Some(timeout) = entry.startup_timeout {
+        settings.startup_timeout = Duration::from_secs(timeout);
     }
 }
 

@@ -99,6 +99,7 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
             url: entry.url.clone(),
             settings: default_settings(&state.config),
             apply_model_config: true,
+            models_config: Some(Arc::new(state.config.models.clone())),
             overrides: Default::default(),
             loaded_at_startup: true,
         };
@@ -123,6 +124,15 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
                 }
             }
             Err(error) => tracing::error!("cannot load {}: {error}", entry.url),
+        }
+    }
+    for (name, versions) in &state.config.models {
+        for (version, entry) in versions {
+            if entry.default_version {
+                if let Err(error) = state.registry.set_default(name, version) {
+                    tracing::warn!("models: cannot make {version} the default of {name}: {error}");
+                }
+            }
         }
     }
     Ok(())

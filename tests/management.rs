@@ -390,3 +390,34 @@ async fn the_model_api_is_off_by_default_and_apis_describe_themselves() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_models_key_configures_startup_models_under_model_config_yaml() {
+    let models = r#"{"mnist": {"1.0": {"minWorkers": 2, "maxWorkers": 3, "batchSize": 4, "maxBatchDelay": 7, "responseTimeout": 9}}}"#;
+    let with_yaml = mnist("1.0", "mnist.mar").with_config("batchSize: 6\n");
+    let server = TestServer::start(&[with_yaml], &[("models", models)]).await;
+    let (status, described) = call(Method::GET, server.management("/models/mnist")).await;
+    assert_eq!(status, 200);
+    let model = &described[0];
+    assert_eq!(
+        (model["minWorkers"].as_u64(), model["maxWorkers"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        model["batchSize"], 6,
+        "model-config.yaml outranks config.properties"
+    );
+    assert_eq!(
+        (
+            model["maxBatchDelay"].as_u64(),
+            model["responseTimeout"].as_u64()
+        ),
+        (Some(7), Some(9))
+    );
+    assert_eq!(model["workers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        predict(&server, "/predictions/mnist", 2).await,
+        (200, "2".into())
+    );
+    server.stop().await;
+}
