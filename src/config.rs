@@ -111,6 +111,10 @@ pub struct Config {
     pub job_queue_size: usize,
     pub max_request_size: usize,
     pub max_response_size: usize,
+    /// Time a client has to send a request's headers (slow-loris guard).
+    pub request_header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub request_body_timeout: Duration,
     pub default_response_timeout: Duration,
     pub default_startup_timeout: Duration,
     /// Workers per model when neither the archive nor the API says; 0 = automatic (1 per model,
@@ -151,6 +155,8 @@ const KNOWN_KEYS: &[&str] = &[
     "number_of_netty_threads",
     "intra_op_threads",
     "ort_library",
+    "request_header_timeout_ms",
+    "request_body_timeout_ms",
     // Accepted and not (yet) acted on; listed so they are not reported as unknown.
     "grpc_inference_address",
     "grpc_management_address",
@@ -270,6 +276,12 @@ impl Config {
             job_queue_size: reader.number("job_queue_size", 100)?.max(1),
             max_request_size: reader.number("max_request_size", 6_553_500)?,
             max_response_size: reader.number("max_response_size", 6_553_500)?,
+            request_header_timeout: Duration::from_millis(
+                reader.number("request_header_timeout_ms", 30_000)? as u64,
+            ),
+            request_body_timeout: Duration::from_millis(
+                reader.number("request_body_timeout_ms", 60_000)? as u64,
+            ),
             default_response_timeout: Duration::from_secs(
                 reader.number("default_response_timeout", 120)? as u64,
             ),

@@ -49,6 +49,9 @@ pub enum ServeError {
     /// The request itself is wrong (bad image, wrong tensor shape, empty body, bad parameter).
     #[error("{0}")]
     BadRequest(String),
+    /// The client did not send its body in time.
+    #[error("The request body did not arrive within {seconds} s")]
+    RequestTimeout { seconds: u64 },
     /// The body is larger than `max_request_size`.
     #[error("Request body exceeds the limit of {limit} bytes (max_request_size)")]
     PayloadTooLarge { limit: usize },
@@ -101,6 +104,7 @@ impl ServeError {
             | ServeError::ScaleFailed(_) => 500,
             ServeError::BadRequest(_) => 400,
             ServeError::PayloadTooLarge { .. } => 413,
+            ServeError::RequestTimeout { .. } => 408,
             ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
             ServeError::OutOfResources | ServeError::InvalidResponse => 507,
             ServeError::WorkerDied
@@ -129,6 +133,7 @@ impl ServeError {
             | ServeError::ScaleFailed(_) => "InternalServerException",
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
+            ServeError::RequestTimeout { .. } => "RequestTimeoutException",
             ServeError::NoWorker(_) => "ServiceUnavailableException",
             ServeError::PredictionFailed
             | ServeError::OutOfResources
@@ -275,6 +280,16 @@ mod tests {
                 ServeError::ScaleFailed("x".into()),
                 500,
                 "InternalServerException",
+            ),
+            (
+                ServeError::ArchiveNotFound("empty url".into()),
+                404,
+                "ModelNotFoundException",
+            ),
+            (
+                ServeError::RequestTimeout { seconds: 1 },
+                408,
+                "RequestTimeoutException",
             ),
         ]);
         for (error, status, kind) in table {

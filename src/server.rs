@@ -164,6 +164,10 @@ pub async fn run(
         addresses.metrics
     );
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let limits = http::listener::Limits {
+        header_timeout: state.config.request_header_timeout,
+        ..Default::default()
+    };
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stop = stop.clone();
         let app = router.layer(axum::middleware::from_fn(http::request_context));
@@ -171,9 +175,7 @@ pub async fn run(
             let signal = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            axum::serve(listener, app)
-                .with_graceful_shutdown(signal)
-                .await
+            http::listener::serve(listener, app, limits, signal).await
         })
     };
     let tasks = [

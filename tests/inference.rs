@@ -479,3 +479,58 @@ async fn batches_form_under_load_and_every_request_gets_its_own_answer() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(
+        &[mnist()],
+        &[
+            ("request_header_timeout_ms", "300"),
+            ("request_body_timeout_ms", "300"),
+        ],
+    )
+    .await;
+    let address = server.addresses.inference;
+    // Headers that never finish: the connection is closed after the header timeout.
+    let mut slow_headers = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow_headers
+        .write_all(b"POST /predictions/mnist HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        slow_headers.read_to_end(&mut buffer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A body that trickles: 408 after the body timeout.
+    let mut slow_body = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow_body
+        .write_all(b"POST /predictions/mnist HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let count = tokio::time::timeout(Duration::from_secs(5), slow_body.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..count]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("RequestTimeoutException"), "{text}");
+    let good = reqwest::Client::new()
+        .post(server.url("/predictions/mnist"))
+        .body(std::fs::read(example("digit_1.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.text().await.unwrap(), "1");
+    server.stop().await;
+}

@@ -10,7 +10,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use bytes::Bytes;
 
-use super::{json_response, method_not_allowed, not_found, read_body, State};
+use super::{json_response, method_not_allowed, not_found, read_body, BodyLimits, State};
 use crate::error::ServeError;
 use crate::handler::RequestItem;
 
@@ -79,7 +79,7 @@ async fn predict(
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok());
-    let body = read_body(request.into_body(), declared, state.config.max_request_size).await?;
+    let body = read_body(request.into_body(), declared, BodyLimits::of(&state.config)).await?;
     let items = request_items(body, content_type).await?;
     let several = items.len() > 1;
     let mut answers = model.infer(items).await?;

@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::{any, get, options, put};
 use axum::Router;
 
-use super::{json_response, method_not_allowed, not_found, openapi, read_body, State};
+use super::{json_response, method_not_allowed, not_found, openapi, read_body, BodyLimits, State};
 use crate::error::ServeError;
 use crate::manage::{self, RegisterParams, ScaleParams, Status};
 use crate::model::ModelVersion;
@@ -70,7 +70,7 @@ impl Params {
     async fn read(
         query: BTreeMap<String, String>,
         request: Request,
-        limit: usize,
+        limits: BodyLimits,
     ) -> Result<Params, ServeError> {
         let is_json = request
             .headers()
@@ -84,7 +84,7 @@ impl Params {
                 warnings: Vec::new(),
             });
         }
-        let body = read_body(request.into_body(), None, limit).await?;
+        let body = read_body(request.into_body(), None, limits).await?;
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|error| {
                 ServeError::BadRequest(format!("the request body is not a JSON object: {error}"))
@@ -169,7 +169,7 @@ async fn register(
     if !state.config.enable_model_api {
         return Err(ServeError::ModelApiDisabled);
     }
-    let mut params = Params::read(query, request, state.config.max_request_size).await?;
+    let mut params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
     let json = params.json;
     let register = RegisterParams {
         url: params.text("url"),
@@ -218,7 +218,7 @@ async fn scale_default(
     Query(query): Query<BTreeMap<String, String>>,
     request: Request,
 ) -> Result<Response, ServeError> {
-    let params = Params::read(query, request, state.config.max_request_size).await?;
+    let params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
     scale(state, model, None, params).await
 }
 
@@ -228,7 +228,7 @@ async fn scale_version(
     Query(query): Query<BTreeMap<String, String>>,
     request: Request,
 ) -> Result<Response, ServeError> {
-    let params = Params::read(query, request, state.config.max_request_size).await?;
+    let params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
     scale(state, model, Some(version), params).await
 }
 

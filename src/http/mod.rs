@@ -4,6 +4,7 @@
 //! share: TorchServe's JSON and error bodies, the `x-request-id` header and the access log.
 
 pub mod inference;
+pub mod listener;
 pub mod management;
 pub mod metrics;
 pub mod openapi;
@@ -77,10 +78,40 @@ pub async fn method_not_allowed() -> ServeError {
     ServeError::MethodNotAllowed
 }
 
-/// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes (checked against
+/// How much of a body a request may send, and how fast.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+}
+
+impl BodyLimits {
+    pub fn of(config: &crate::config::Config) -> Self {
+        BodyLimits {
+            max_bytes: config.max_request_size,
+            timeout: config.request_body_timeout,
+        }
+    }
+}
+
+/// Reads a whole body, refusing it with 413 as soon as it passes the byte limit (checked against
 /// Content-Length first, then counted while streaming, so a lying or chunked client cannot make
-/// the server buffer more than `limit`).
+/// the server buffer more than that) and with 408 when it trickles in past the timeout.
 pub async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+    limits: BodyLimits,
+) -> Result<bytes::Bytes, ServeError> {
+    let seconds = limits.timeout.as_secs();
+    tokio::time::timeout(
+        limits.timeout,
+        read_limited(body, declared, limits.max_bytes),
+    )
+    .await
+    .unwrap_or(Err(ServeError::RequestTimeout { seconds }))
+}
+
+async fn read_limited(
     body: Body,
     declared: Option<u64>,
     limit: usize,
