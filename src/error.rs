@@ -49,6 +49,27 @@ pub enum ServeError {
     /// Anything else; the message is logged, not sent.
     #[error("{0}")]
     Internal(String),
+    /// A missing, wrong or expired token (`TokenAuthorizationHandler`).
+    #[error(
+        "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+    )]
+    InvalidToken,
+    /// Any failure of `GET /token` (wrong API key, bad `type`): TorchServe says "Authentication".
+    #[error(
+        "Token Authentication failed. Token either incorrect, expired, or not provided correctly"
+    )]
+    TokenApiFailed,
+    /// A model `url` that names nothing usable (`ModelArchive.downloadModel`'s
+    /// ModelNotFoundException: "empty url", "Relative path is not allowed in url: …", "Given URL
+    /// … does not match any allowed URL(s)", "Model not found at: …"); the message is sent as is.
+    #[error("{0}")]
+    ArchiveNotFound(String),
+    /// Downloading a model archive failed (network, HTTP status, size cap, timeout, bad name).
+    #[error("Failed to download archive from: {0}")]
+    DownloadFailed(String),
+    /// The archive a URL would be saved as is already in the model store.
+    #[error("Model file already exists {0}")]
+    ModelFileExists(String),
 }
 
 /// TorchServe's error body.
@@ -66,15 +87,20 @@ impl ServeError {
         match self {
             ServeError::ResourceNotFound
             | ServeError::ModelNotFound(_)
-            | ServeError::ModelVersionNotFound { .. } => 404,
+            | ServeError::ModelVersionNotFound { .. }
+            | ServeError::ArchiveNotFound(_) => 404,
             ServeError::MethodNotAllowed => 405,
-            ServeError::BadRequest(_) => 400,
+            ServeError::BadRequest(_)
+            | ServeError::InvalidToken
+            | ServeError::TokenApiFailed
+            | ServeError::DownloadFailed(_) => 400,
             ServeError::PayloadTooLarge { .. } => 413,
             ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
             ServeError::OutOfResources | ServeError::InvalidResponse => 507,
             ServeError::WorkerDied
             | ServeError::ResponseTimeout { .. }
-            | ServeError::Internal(_) => 500,
+            | ServeError::Internal(_)
+            | ServeError::ModelFileExists(_) => 500,
         }
     }
 
@@ -83,17 +109,22 @@ impl ServeError {
         match self {
             ServeError::ResourceNotFound => "ResourceNotFoundException",
             ServeError::MethodNotAllowed => "MethodNotAllowedException",
-            ServeError::ModelNotFound(_) => "ModelNotFoundException",
+            ServeError::ModelNotFound(_) | ServeError::ArchiveNotFound(_) => {
+                "ModelNotFoundException"
+            }
             ServeError::ModelVersionNotFound { .. } => "ModelVersionNotFoundException",
             ServeError::BadRequest(_) => "BadRequestException",
             ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
             ServeError::NoWorker(_) => "ServiceUnavailableException",
+            ServeError::InvalidToken | ServeError::TokenApiFailed => "InvalidKeyException",
+            ServeError::DownloadFailed(_) => "DownloadArchiveException",
             ServeError::PredictionFailed
             | ServeError::OutOfResources
             | ServeError::WorkerDied
             | ServeError::ResponseTimeout { .. }
             | ServeError::InvalidResponse
-            | ServeError::Internal(_) => "InternalServerException",
+            | ServeError::Internal(_)
+            | ServeError::ModelFileExists(_) => "InternalServerException",
         }
     }
 
@@ -188,6 +219,23 @@ mod tests {
                 500,
                 "InternalServerException",
             ),
+            (ServeError::InvalidToken, 400, "InvalidKeyException"),
+            (ServeError::TokenApiFailed, 400, "InvalidKeyException"),
+            (
+                ServeError::ArchiveNotFound("empty url".into()),
+                404,
+                "ModelNotFoundException",
+            ),
+            (
+                ServeError::DownloadFailed("http://x/a.mar".into()),
+                400,
+                "DownloadArchiveException",
+            ),
+            (
+                ServeError::ModelFileExists("a.mar".into()),
+                500,
+                "InternalServerException",
+            ),
         ];
         for (error, status, kind) in table {
             let body = error.body();
@@ -200,6 +248,30 @@ mod tests {
         assert_eq!(
             ServeError::ModelNotFound("noop".into()).body().message,
             "Model not found: noop"
+        );
+        assert_eq!(
+            ServeError::InvalidToken.body().message,
+            "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+        );
+        assert_eq!(
+            ServeError::TokenApiFailed.body().message,
+            "Token Authentication failed. Token either incorrect, expired, or not provided correctly"
+        );
+        assert_eq!(
+            ServeError::DownloadFailed("http://h/a.mar".into())
+                .body()
+                .message,
+            "Failed to download archive from: http://h/a.mar"
+        );
+        assert_eq!(
+            ServeError::ModelFileExists("a.mar".into()).body().message,
+            "Model file already exists a.mar"
+        );
+        assert_eq!(
+            ServeError::ArchiveNotFound("empty url".into())
+                .body()
+                .message,
+            "empty url"
         );
     }
 }
