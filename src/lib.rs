@@ -16,6 +16,7 @@
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
+//! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 
 pub mod batching;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod model;
+pub mod properties;
 pub mod registry;
 pub mod runtime;
 pub mod server;
