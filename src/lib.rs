@@ -16,9 +16,11 @@
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
+//! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 
+pub mod auth;
 pub mod batching;
 pub mod config;
 pub mod error;
