@@ -17,6 +17,7 @@
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
 //! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
+//! - [`snapshot`]: TorchServe's config snapshots, written atomically and restored.
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 
@@ -31,6 +32,7 @@ pub mod properties;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod tensor;
 pub mod worker;
