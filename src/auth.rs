@@ -10,17 +10,16 @@
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use crate::error::ServeError;
+
+mod middleware;
+pub use middleware::{require_inference, require_management};
 
 /// The key file's name; TorchServe writes it in the working directory.
 pub const KEY_FILE_NAME: &str = "key_file.json";
@@ -273,75 +272,6 @@ fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
         .zip(right)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     std::hint::black_box(difference) == 0
-}
-
-/// TorchServe serves the API description (`/` and `/api-description`) before the token check.
-fn is_api_description(path: &str) -> bool {
-    let segments: Vec<&str> = path.split('/').collect();
-    let kept = segments
-        .iter()
-        .rposition(|segment| !segment.is_empty())
-        .map_or(0, |last| last + 1);
-    kept == 0 || (kept == 2 && segments[1] == "api-description")
-}
-
-fn authorization(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-}
-
-/// Middleware for the inference listener: the inference key, except for the API description.
-pub async fn require_inference(
-    State(auth): State<Arc<TokenAuth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if is_api_description(request.uri().path()) {
-        return next.run(request).await;
-    }
-    match auth.check(Api::Inference, authorization(&request)) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-/// Middleware for the management listener: answers `/token` itself (any method, as TorchServe),
-/// and requires the management key for everything else but the API description.
-pub async fn require_management(
-    State(auth): State<Arc<TokenAuth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if auth.is_enabled() && path.trim_end_matches('/') == "/token" {
-        let kind = request
-            .uri()
-            .query()
-            .and_then(|query| {
-                url::form_urlencoded::parse(query.as_bytes())
-                    .find(|(name, _)| name == "type")
-                    .map(|(_, value)| value.into_owned())
-            })
-            .unwrap_or_default();
-        return match auth.rotate(&kind, authorization(&request)) {
-            Ok(()) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                "\n",
-            )
-                .into_response(),
-            Err(error) => error.into_response(),
-        };
-    }
-    if is_api_description(path) {
-        return next.run(request).await;
-    }
-    match auth.check(Api::Management, authorization(&request)) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
 }
 
 #[cfg(test)]
