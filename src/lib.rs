@@ -17,6 +17,7 @@
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
 //! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
+//! - [`download`]: which model `url`s are allowed, and fetching http(s) archives into the store.
 //! - [`snapshot`]: TorchServe's config snapshots, written atomically and restored.
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
@@ -24,6 +25,7 @@
 pub mod auth;
 pub mod batching;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod handler;
 pub mod http;
