@@ -48,7 +48,9 @@ pub struct UrlPolicy {
 pub struct Located {
     /// The archive (or unpacked model folder) inside the model store.
     pub path: PathBuf,
-    /// Whether it was just downloaded (TorchServe deletes those again on unregister).
+    /// Whether this call downloaded it. TorchServe deletes URL-registered archives from the store
+    /// on unregister (`ModelManager.unregisterModel`); do so only when this is true: a `file://`
+    /// URL names the store's own archive here, not a copy as in TorchServe.
     pub downloaded: bool,
 }
 
