@@ -76,6 +76,19 @@ pub enum ServeError {
     /// Anything else; the message is logged, not sent.
     #[error("{0}")]
     Internal(String),
+    /// A missing, wrong or expired token (`TokenAuthorizationHandler`).
+    #[error(
+        "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+    )]
+    InvalidToken,
+    /// Any failure of `GET /token` (wrong API key, bad `type`): TorchServe says "Authentication".
+    #[error(
+        "Token Authentication failed. Token either incorrect, expired, or not provided correctly"
+    )]
+    TokenApiFailed,
+    /// Downloading a model archive failed (network, HTTP status, size cap, timeout, bad name).
+    #[error("Failed to download archive from: {0}")]
+    DownloadFailed(String),
 }
 
 /// TorchServe's error body.
@@ -102,7 +115,10 @@ impl ServeError {
             ServeError::WorkersFailed { .. }
             | ServeError::ModelFileExists(_)
             | ServeError::ScaleFailed(_) => 500,
-            ServeError::BadRequest(_) => 400,
+            ServeError::BadRequest(_)
+            | ServeError::InvalidToken
+            | ServeError::TokenApiFailed
+            | ServeError::DownloadFailed(_) => 400,
             ServeError::PayloadTooLarge { .. } => 413,
             ServeError::RequestTimeout { .. } => 408,
             ServeError::NoWorker(_) | ServeError::PredictionFailed => 503,
@@ -135,6 +151,8 @@ impl ServeError {
             ServeError::PayloadTooLarge { .. } => "RequestTooLargeException",
             ServeError::RequestTimeout { .. } => "RequestTimeoutException",
             ServeError::NoWorker(_) => "ServiceUnavailableException",
+            ServeError::InvalidToken | ServeError::TokenApiFailed => "InvalidKeyException",
+            ServeError::DownloadFailed(_) => "DownloadArchiveException",
             ServeError::PredictionFailed
             | ServeError::OutOfResources
             | ServeError::WorkerDied
@@ -235,6 +253,23 @@ mod tests {
                 500,
                 "InternalServerException",
             ),
+            (ServeError::InvalidToken, 400, "InvalidKeyException"),
+            (ServeError::TokenApiFailed, 400, "InvalidKeyException"),
+            (
+                ServeError::ArchiveNotFound("empty url".into()),
+                404,
+                "ModelNotFoundException",
+            ),
+            (
+                ServeError::DownloadFailed("http://x/a.mar".into()),
+                400,
+                "DownloadArchiveException",
+            ),
+            (
+                ServeError::ModelFileExists("a.mar".into()),
+                500,
+                "InternalServerException",
+            ),
         ];
         let table = table.into_iter().chain([
             (
@@ -303,6 +338,30 @@ mod tests {
         assert_eq!(
             ServeError::ModelNotFound("noop".into()).body().message,
             "Model not found: noop"
+        );
+        assert_eq!(
+            ServeError::InvalidToken.body().message,
+            "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+        );
+        assert_eq!(
+            ServeError::TokenApiFailed.body().message,
+            "Token Authentication failed. Token either incorrect, expired, or not provided correctly"
+        );
+        assert_eq!(
+            ServeError::DownloadFailed("http://h/a.mar".into())
+                .body()
+                .message,
+            "Failed to download archive from: http://h/a.mar"
+        );
+        assert_eq!(
+            ServeError::ModelFileExists("a.mar".into()).body().message,
+            "Model file already exists a.mar"
+        );
+        assert_eq!(
+            ServeError::ArchiveNotFound("empty url".into())
+                .body()
+                .message,
+            "empty url"
         );
     }
 }

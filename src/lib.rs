@@ -17,18 +17,26 @@
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
+//! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
+//! - [`download`]: which model `url`s are allowed, and fetching http(s) archives into the store.
+//! - [`snapshot`]: TorchServe's config snapshots, written atomically and restored.
+//! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 
+pub mod auth;
 pub mod batching;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod handler;
 pub mod http;
 pub mod manage;
 pub mod model;
+pub mod properties;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod tensor;
 pub mod worker;
