@@ -132,6 +132,16 @@ pub struct Config {
     pub ort_library: Option<PathBuf>,
     /// Threads of the async runtime serving HTTP (`number_of_netty_threads`); 0 = cores.
     pub io_threads: usize,
+    /// Which model URLs may be registered, and download limits.
+    pub url_policy: crate::download::UrlPolicy,
+    /// Lifetime of inference and management keys (`token_expiration_min`).
+    pub token_expiration: Duration,
+    /// Where `key_file.json` is written (oxserve's `key_file_dir`; TorchServe: the working folder).
+    pub key_file_dir: PathBuf,
+    /// `LOG_LOCATION` (or the `log_location` key): logs and `config/` snapshots live there.
+    pub log_location: Option<PathBuf>,
+    /// The snapshot this configuration was restored from, with the models to load.
+    pub restored_snapshot: Option<crate::snapshot::Snapshot>,
     /// Every key read, for snapshots.
     pub properties: BTreeMap<String, String>,
 }
@@ -155,6 +165,8 @@ const KNOWN_KEYS: &[&str] = &[
     "number_of_netty_threads",
     "intra_op_threads",
     "ort_library",
+    "key_file_dir",
+    "log_location",
     "request_header_timeout_ms",
     "request_body_timeout_ms",
     // Accepted and not (yet) acted on; listed so they are not reported as unknown.
@@ -213,15 +225,36 @@ impl Config {
     /// Merges file, CLI and (optionally) environment, in TorchServe's precedence.
     pub fn load(cli: &Cli) -> Result<(Config, Vec<String>), ConfigError> {
         let environment: BTreeMap<String, String> = std::env::vars().collect();
-        let file = config_file_path(cli, &environment);
-        let mut properties = match &file {
-            Some(path) => parse_properties(&std::fs::read_to_string(path).map_err(|error| {
-                ConfigError(format!(
-                    "cannot read config file {}: {error}",
-                    path.display()
-                ))
-            })?),
-            None => BTreeMap::new(),
+        let log_location = environment
+            .get("LOG_LOCATION")
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from);
+        // TorchServe's order: TS_CONFIG_FILE, --ts-config, the newest snapshot, ./config.properties.
+        let explicit = environment
+            .get("TS_CONFIG_FILE")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| cli.ts_config.clone());
+        let snapshot = match (&explicit, cli.ncs) {
+            (None, false) => {
+                crate::snapshot::latest(&crate::snapshot::default_dir(log_location.as_deref()))
+                    .map_err(|error| {
+                        ConfigError(format!("cannot read config snapshots: {error}"))
+                    })?
+            }
+            _ => None,
+        };
+        let mut properties = match (&explicit, &snapshot) {
+            (Some(path), _) => read_properties_file(path)?,
+            (None, Some(snapshot)) => snapshot.properties.clone(),
+            (None, None) => {
+                let local = Path::new("config.properties");
+                if local.is_file() {
+                    read_properties_file(local)?
+                } else {
+                    BTreeMap::new()
+                }
+            }
         };
         let mut warnings: Vec<String> = properties
             .keys()
@@ -233,13 +266,25 @@ impl Config {
             for (name, value) in &environment {
                 if let Some(key) = name.strip_prefix("TS_") {
                     let key = key.to_ascii_lowercase();
-                    if KNOWN_KEYS.contains(&key.as_str()) {
+                    // allowed_urls only with use_env_allowed_urls=true (TorchServe's guard).
+                    let guarded = key == "allowed_urls"
+                        && properties.get("use_env_allowed_urls").map(String::as_str)
+                            != Some("true");
+                    if KNOWN_KEYS.contains(&key.as_str()) && !guarded {
                         properties.insert(key, value.clone());
                     }
                 }
             }
         }
-        let config = Self::from_properties(properties, cli)?;
+        let mut config = Self::from_properties(properties, cli)?;
+        if config.log_location.is_none() {
+            config.log_location = log_location;
+        }
+        if let Some(snapshot) = snapshot {
+            // A restored snapshot decides which models load; --models is ignored, as in TorchServe.
+            config.load_models.clear();
+            config.restored_snapshot = Some(snapshot);
+        }
         if config.ort_library.is_none() && environment.contains_key("OXSERVE_ORT_LIBRARY") {
             warnings.push("OXSERVE_ORT_LIBRARY is not read by the server: use --ort-library or ORT_DYLIB_PATH".into());
         }
@@ -297,6 +342,23 @@ impl Config {
             log_config: cli.log_config.clone(),
             ort_library: properties.get("ort_library").map(PathBuf::from),
             io_threads: reader.number("number_of_netty_threads", 0)?,
+            url_policy: crate::download::UrlPolicy::from_config(
+                properties.get("allowed_urls").map(String::as_str),
+                crate::download::DEFAULT_MAX_BYTES,
+                crate::download::DEFAULT_TIMEOUT,
+                crate::download::DEFAULT_MAX_REDIRECTS,
+            )?,
+            token_expiration: crate::auth::expiration_from_config(
+                properties.get("token_expiration_min").map(String::as_str),
+            ),
+            key_file_dir: PathBuf::from(
+                properties
+                    .get("key_file_dir")
+                    .map(String::as_str)
+                    .unwrap_or("."),
+            ),
+            log_location: properties.get("log_location").map(PathBuf::from),
+            restored_snapshot: None,
             properties,
         })
     }
@@ -309,18 +371,15 @@ impl Config {
     }
 }
 
-fn config_file_path(cli: &Cli, environment: &BTreeMap<String, String>) -> Option<PathBuf> {
-    if let Some(path) = environment
-        .get("TS_CONFIG_FILE")
-        .filter(|path| !path.is_empty())
-    {
-        return Some(PathBuf::from(path));
-    }
-    if let Some(path) = &cli.ts_config {
-        return Some(path.clone());
-    }
-    let local = Path::new("config.properties");
-    local.is_file().then(|| local.to_path_buf())
+fn read_properties_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError(format!(
+            "cannot read config file {}: {error}",
+            path.display()
+        ))
+    })?;
+    crate::properties::load(&text)
+        .map_err(|error| ConfigError(format!("config file {}: {error}", path.display())))
 }
 
 /// CLI flags override the file's keys.
@@ -350,36 +409,6 @@ fn split_models(value: &str) -> Vec<String> {
         .filter(|item| !item.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// Java `Properties` text: `key=value`, `key: value` or `key value`; `#`/`!` comments; a
-/// trailing backslash continues the line.
-pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
-    let mut properties = BTreeMap::new();
-    let mut pending = String::new();
-    for raw in text.lines() {
-        let line = raw.trim_start();
-        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
-        {
-            continue;
-        }
-        if let Some(stripped) = line.strip_suffix('\\') {
-            pending.push_str(stripped);
-            continue;
-        }
-        pending.push_str(line);
-        let entry = std::mem::take(&mut pending);
-        let split_at = entry.find(['=', ':', ' ', '\t']).unwrap_or(entry.len());
-        let key = entry[..split_at].trim().to_string();
-        let mut value = entry[split_at..].trim_start();
-        if let Some(rest) = value.strip_prefix(['=', ':']) {
-            value = rest;
-        }
-        if !key.is_empty() {
-            properties.insert(key, value.trim().to_string());
-        }
-    }
-    properties
 }
 
 /// Typed reads with errors that name the key.
@@ -444,7 +473,7 @@ mod tests {
     #[test]
     fn properties_parse_like_java() {
         let text = "# comment\ninference_address=http://0.0.0.0:9080\nmanagement_address: http://127.0.0.1:9081\njob_queue_size 5\nload_models=a.mar,\\\n  b.mar\n";
-        let properties = parse_properties(text);
+        let properties = crate::properties::load(text).expect("valid properties");
         assert_eq!(properties["inference_address"], "http://0.0.0.0:9080");
         assert_eq!(properties["management_address"], "http://127.0.0.1:9081");
         assert_eq!(properties["job_queue_size"], "5");

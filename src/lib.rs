@@ -22,6 +22,7 @@
 //! - [`snapshot`]: TorchServe's config snapshots, written atomically and restored.
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
+//! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
 
 pub mod auth;
 pub mod batching;
@@ -37,6 +38,7 @@ pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod snapshotter;
 pub mod store;
 pub mod tensor;
 pub mod worker;
@@ -45,9 +47,15 @@ pub mod worker;
 pub struct AppState {
     pub config: config::Config,
     pub registry: registry::Registry,
+    /// Token authorization (TorchServe's key_file.json), or disabled.
+    pub auth: std::sync::Arc<auth::TokenAuth>,
+    pub snapshots: snapshotter::SnapshotWriter,
 }
 
 impl AppState {
-    /// Called after every state-changing management call (snapshots hook in here).
-    pub fn changed(&self) {}
+    /// Called after every state-changing management call, before it is acknowledged: writes a
+    /// snapshot so the change survives a restart.
+    pub async fn changed(self: &std::sync::Arc<Self>) {
+        snapshotter::save(self, snapshot::SnapshotKind::Snapshot).await;
+    }
 }

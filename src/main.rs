@@ -136,6 +136,7 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let ping = format!("{}", config.inference_address);
+    let key_file = config.key_file_dir.join(oxserve::auth::KEY_FILE_NAME);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             bail!(
@@ -143,7 +144,7 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
                 log_path.display()
             );
         }
-        if ping_healthy(&ping) {
+        if ping_healthy(&ping, inference_key(&key_file).as_deref()) {
             println!(
                 "oxserve started (pid {}), logging to {}",
                 child.id(),
@@ -159,17 +160,28 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
     )
 }
 
+/// The inference key from key_file.json, once the server has written it (TorchServe's `/ping`
+/// needs it when token authorization is on).
+fn inference_key(key_file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(key_file).ok()?;
+    let keys: serde_json::Value = serde_json::from_str(&text).ok()?;
+    keys["inference"]["key"].as_str().map(str::to_string)
+}
+
 /// A minimal HTTP/1.1 `GET /ping` (the CLI needs no HTTP client library for this).
-fn ping_healthy(address: &str) -> bool {
+fn ping_healthy(address: &str, key: Option<&str>) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(address) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    let authorization = key
+        .map(|key| format!("Authorization: Bearer {key}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /ping HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut response = String::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::ServeError;
 use crate::model::{LoadRequest, ModelVersion, SettingsOverride};
 use crate::registry::AddError;
-use crate::{store, AppState};
+use crate::AppState;
 
 /// A successful management answer: HTTP status and the `status` text TorchServe sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,12 +79,16 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
             )));
         }
     }
-    let store = state.config.model_store.clone().ok_or_else(|| {
-        ServeError::BadRequest("no model store is configured (--model-store)".into())
-    })?;
-    let archive = store::resolve(&store, &url)?;
+    let located = crate::download::locate(
+        &url,
+        &state.config.url_policy,
+        state.config.model_store.as_deref(),
+    )
+    .await?;
+    let downloaded = located.downloaded.then(|| located.path.clone());
     let request = LoadRequest {
-        archive,
+        archive: located.path,
+        downloaded: downloaded.clone(),
         name: params.model_name.clone(),
         url: url.clone(),
         settings: crate::server::default_settings(&state.config),
@@ -96,6 +100,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
             response_timeout: params.response_timeout.map(Duration::from_secs),
             startup_timeout: params.startup_timeout.map(Duration::from_secs),
             handler: params.handler.clone(),
+            workers: None,
             initial_workers: Some(
                 params
                     .initial_workers
@@ -104,20 +109,30 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
         },
         loaded_at_startup: false,
     };
-    let model = blocking(move || ModelVersion::load(request)).await?;
+    // A downloaded archive that does not become a model is removed again, so a retry can fetch it.
+    let forget_download = || {
+        if let Some(path) = &downloaded {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let model = match blocking(move || ModelVersion::load(request)).await {
+        Ok(model) => model,
+        Err(error) => {
+            forget_download();
+            return Err(error);
+        }
+    };
     let (name, version) = (model.name.clone(), model.version.clone());
-    state
-        .registry
-        .add(Arc::clone(&model))
-        .map_err(|error| match error {
-            AddError::VersionExists { name, version } => ServeError::VersionConflict {
-                model: name,
-                version,
-            },
-        })?;
+    if let Err(AddError::VersionExists { name, version }) = state.registry.add(Arc::clone(&model)) {
+        forget_download();
+        return Err(ServeError::VersionConflict {
+            model: name,
+            version,
+        });
+    }
     let (workers, _) = model.worker_range();
     if workers == 0 {
-        state.changed();
+        state.changed().await;
         return Ok(Status::ok(format!(
             "Model \"{name}\" Version: {version} registered with 0 initial workers. Use scale workers API to add workers for the model."
         )));
@@ -141,7 +156,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
                 .await
                 .ok();
             }
-            state.changed();
+            state.changed().await;
             started
         }
     };
@@ -186,7 +201,7 @@ pub async fn scale(
                 move || model.scale(min, max)
             })
             .await;
-            state.changed();
+            state.changed().await;
             result
         }
     };
@@ -214,17 +229,25 @@ pub async fn unregister(
     let model = state.registry.remove(name, version)?;
     blocking(move || {
         model.shutdown();
+        // As TorchServe: an archive that was downloaded for this model leaves the store with it.
+        if let Some(path) = &model.downloaded {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     })
     .await?;
-    state.changed();
+    state.changed().await;
     Ok(Status::ok(format!("Model \"{name}\" unregistered")))
 }
 
 /// Makes `version` the default version of `name`.
-pub fn set_default(state: &Arc<AppState>, name: &str, version: &str) -> Result<Status, ServeError> {
+pub async fn set_default(
+    state: &Arc<AppState>,
+    name: &str,
+    version: &str,
+) -> Result<Status, ServeError> {
     state.registry.set_default(name, version)?;
-    state.changed();
+    state.changed().await;
     Ok(Status::ok(format!(
         "Default version successfully updated for model \"{name}\" to \"{version}\""
     )))

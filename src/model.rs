@@ -66,6 +66,8 @@ pub struct LoadRequest {
     pub name: Option<String>,
     /// `modelUrl` as TorchServe reports it (the archive's file name in the store).
     pub url: String,
+    /// The archive's path when it was downloaded for this registration (removed on unregister).
+    pub downloaded: Option<PathBuf>,
     pub settings: ModelSettings,
     /// Whether `settings` may be overridden by the archive's model-config.yaml.
     pub apply_model_config: bool,
@@ -87,6 +89,8 @@ pub struct SettingsOverride {
     pub handler: Option<String>,
     /// `initial_workers`: used when model-config.yaml sets no valid worker range.
     pub initial_workers: Option<usize>,
+    /// An exact worker range that wins over everything (a restored snapshot's).
+    pub workers: Option<(usize, usize)>,
 }
 
 /// A model version that can answer requests.
@@ -94,6 +98,8 @@ pub struct ModelVersion {
     pub name: String,
     pub version: String,
     pub url: String,
+    /// The store file downloaded for this model, if any.
+    pub downloaded: Option<PathBuf>,
     pub archive: ExtractedArchive,
     pub settings: ModelSettings,
     pub loaded_at_startup: bool,
@@ -192,6 +198,7 @@ impl ModelVersion {
             name,
             version: manifest.model.model_version.clone(),
             url: request.url,
+            downloaded: request.downloaded,
             loaded_at_startup: request.loaded_at_startup,
             stats: Arc::default(),
             handler: Arc::new(handler),
@@ -400,6 +407,10 @@ fn apply_overrides(
     if let (Some(workers), false) = (overrides.initial_workers, yaml_sets_workers) {
         settings.min_workers = workers;
         settings.max_workers = workers;
+    }
+    if let Some((min, max)) = overrides.workers {
+        settings.min_workers = min;
+        settings.max_workers = max.max(min);
     }
 }
 

@@ -14,7 +14,12 @@ use crate::config::Config;
 use crate::error::ServeError;
 use crate::model::{LoadRequest, ModelSettings, ModelVersion};
 use crate::registry::Registry;
-use crate::{http, store, AppState};
+use axum::middleware::from_fn_with_state;
+
+use crate::auth::TokenAuth;
+use crate::auth::{require_inference, require_management};
+use crate::snapshot::SnapshotKind;
+use crate::{http, snapshotter, store, AppState};
 
 /// The bound listeners (port 0 in tests gives free ports).
 pub struct Listeners {
@@ -93,8 +98,22 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
     )
     .map_err(|error| error.to_string())?;
     for entry in entries {
+        let located = crate::download::locate(
+            &entry.url,
+            &state.config.url_policy,
+            state.config.model_store.as_deref(),
+        )
+        .await;
+        let archive = match located {
+            Ok(located) => located.path,
+            Err(error) => {
+                tracing::error!("cannot load {}: {error}", entry.url);
+                continue;
+            }
+        };
         let request = LoadRequest {
-            archive: entry.path.clone(),
+            archive,
+            downloaded: None,
             name: entry.name.clone(),
             url: entry.url.clone(),
             settings: default_settings(&state.config),
@@ -151,11 +170,35 @@ pub async fn run(
         loaded.path.display(),
         loaded.source
     );
+    let auth = if config.disable_token_authorization {
+        TokenAuth::disabled()
+    } else {
+        let auth = TokenAuth::create(&config.key_file_dir, config.token_expiration)
+            .map_err(|error| error.to_string())?;
+        if let Some(path) = auth.key_file() {
+            tracing::info!("token authorization is on: keys are in {}", path.display());
+        }
+        auth
+    };
+    let restored = config.restored_snapshot.clone();
     let state = Arc::new(AppState {
         config,
         registry: Registry::default(),
+        auth: Arc::new(auth),
+        snapshots: Default::default(),
     });
-    load_startup_models(&state).await?;
+    match &restored {
+        Some(snapshot) => {
+            tracing::info!(
+                "restoring {} model version(s) from snapshot {}",
+                snapshot.model_count(),
+                snapshot.name
+            );
+            snapshotter::restore(&state, snapshot).await;
+        }
+        None => load_startup_models(&state).await?,
+    }
+    snapshotter::save(&state, SnapshotKind::Startup).await;
     let addresses = listeners.addresses().map_err(|error| error.to_string())?;
     tracing::info!(
         "inference API on http://{}, management API on http://{}, metrics on http://{}",
@@ -170,6 +213,7 @@ pub async fn run(
     };
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stop = stop.clone();
+        // The request context wraps everything, so refused requests get an id and a log line too.
         let app = router.layer(axum::middleware::from_fn(http::request_context));
         tokio::spawn(async move {
             let signal = async move {
@@ -181,11 +225,17 @@ pub async fn run(
     let tasks = [
         serve(
             listeners.inference,
-            http::inference::router(Arc::clone(&state)),
+            http::inference::router(Arc::clone(&state)).layer(from_fn_with_state(
+                Arc::clone(&state.auth),
+                require_inference,
+            )),
         ),
         serve(
             listeners.management,
-            http::management::router(Arc::clone(&state)),
+            http::management::router(Arc::clone(&state)).layer(from_fn_with_state(
+                Arc::clone(&state.auth),
+                require_management,
+            )),
         ),
         serve(listeners.metrics, http::metrics::router(Arc::clone(&state))),
     ];
@@ -195,6 +245,8 @@ pub async fn run(
     for task in tasks {
         let _ = task.await;
     }
+    snapshotter::save(&state, SnapshotKind::Shutdown).await;
+    state.auth.remove_key_file();
     let models = state.registry.drain();
     let _ =
         tokio::task::spawn_blocking(move || models.iter().for_each(|model| model.shutdown())).await;

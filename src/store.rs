@@ -1,17 +1,15 @@
-//! The model store: which archives `--models` / `load_models` name, and how `url`s resolve to files
-//! inside the store. Only files directly in the store are served: no `..`, no subfolders, no
-//! symlinks leading out of it.
+//! The model store: which archives `--models` / `load_models` name. Whether a `url` may be
+//! served, and where its file is, is [`crate::download::locate`]'s decision.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::ServeError;
 
-/// One startup model: an optional name override and the archive to load.
+/// One startup model: an optional name override and the archive's url (a store file name or
+/// an allowed URL), reported as `modelUrl`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreEntry {
     pub name: Option<String>,
-    pub path: PathBuf,
-    /// The archive's file name, reported as `modelUrl`.
     pub url: String,
 }
 
@@ -53,11 +51,7 @@ pub fn startup_models(
                     .and_then(|name| name.to_str())
                     .unwrap_or("")
                     .to_string();
-                entries.push(StoreEntry {
-                    name: None,
-                    path,
-                    url,
-                });
+                entries.push(StoreEntry { name: None, url });
             }
             continue;
         }
@@ -67,60 +61,15 @@ pub fn startup_models(
         };
         entries.push(StoreEntry {
             name,
-            path: resolve(store, url)?,
             url: url.to_string(),
         });
     }
     Ok(entries)
 }
 
-/// A `url` naming a file directly inside the store, with TorchServe's 404 answers
-/// (`ModelArchive.downloadModel`) for everything else.
-pub fn resolve(store: &Path, url: &str) -> Result<PathBuf, ServeError> {
-    if url.is_empty() {
-        return Err(ServeError::ArchiveNotFound("empty url".into()));
-    }
-    let lowered = url.to_ascii_lowercase();
-    if url.contains("..") || lowered.contains("%2e%2e") {
-        return Err(ServeError::ArchiveNotFound(format!(
-            "Relative path is not allowed in url: {url}"
-        )));
-    }
-    if url.contains("://") {
-        return Err(ServeError::ArchiveNotFound(format!(
-            "Given URL {url} does not match any allowed URL(s)"
-        )));
-    }
-    let not_found = || ServeError::ArchiveNotFound(format!("Model not found at: {url}"));
-    if url.contains('/') || url.contains('\\') {
-        return Err(not_found());
-    }
-    let path = store.join(url);
-    let real_store = store
-        .canonicalize()
-        .map_err(|_| ServeError::ArchiveNotFound("Model store has not been configured.".into()))?;
-    let real = path.canonicalize().map_err(|_| not_found())?;
-    if real.parent() != Some(real_store.as_path()) {
-        return Err(not_found());
-    }
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escaping_urls_are_refused() {
-        let store = tempfile::tempdir().expect("tempdir");
-        std::fs::write(store.path().join("a.mar"), b"x").expect("write");
-        assert!(resolve(store.path(), "a.mar").is_ok());
-        for bad in ["", "../a.mar", "sub/a.mar", "http://x/a.mar", "missing.mar"] {
-            assert!(resolve(store.path(), bad).is_err(), "{bad}");
-        }
-        std::os::unix::fs::symlink("/etc/passwd", store.path().join("link.mar")).expect("symlink");
-        assert!(resolve(store.path(), "link.mar").is_err());
-    }
 
     #[test]
     fn all_lists_archives_sorted() {

@@ -48,10 +48,16 @@ fn oxserve(dir: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-async fn predict(port: u16, path: &str, digit: u32) -> (u16, String) {
+/// A prediction with the inference key from the server's key_file.json (token auth is on by
+/// default, as in TorchServe).
+async fn predict(dir: &Path, port: u16, path: &str, digit: u32) -> (u16, String) {
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("key_file.json")).unwrap()).unwrap();
+    let key = keys["inference"]["key"].as_str().unwrap().to_string();
     let body = std::fs::read(example(&format!("digit_{digit}.png"))).unwrap();
     let response = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(key)
         .body(body)
         .send()
         .await
@@ -85,18 +91,35 @@ async fn start_serves_the_named_models_and_stop_ends_the_server() {
     println!("--start returned healthy after {:?}", started.elapsed());
     // --start returned, so the server already answers.
     assert_eq!(
-        predict(port, "/predictions/mnist", 4).await,
+        predict(dir.path(), port, "/predictions/mnist", 4).await,
         (200, "4".to_string())
     );
     assert_eq!(
-        predict(port, "/predictions/eight", 8).await,
+        predict(dir.path(), port, "/predictions/eight", 8).await,
         (200, "8".to_string())
     );
     assert_eq!(
-        predict(port, "/predictions/digits", 8).await.0,
+        predict(dir.path(), port, "/predictions/digits", 8).await.0,
         404,
         "renamed by name=file"
     );
+    let without_token = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/predictions/mnist"))
+        .body(std::fs::read(example("digit_4.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        without_token.status(),
+        400,
+        "token authorization is on by default"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("key_file.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the key file is private");
     assert!(dir.path().join("logs/oxserve.log").is_file());
 
     let again = oxserve(dir.path(), &["--start", "--ts-config", "config.properties"]);
@@ -118,6 +141,10 @@ async fn start_serves_the_named_models_and_stop_ends_the_server() {
     );
     assert!(refused.is_err(), "nothing listens after --stop");
     assert!(!dir.path().join("oxserve.pid").exists());
+    assert!(
+        !dir.path().join("key_file.json").exists(),
+        "keys are deleted at shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,9 +169,12 @@ async fn models_all_loads_every_archive_in_the_store() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(
-        predict(port, "/predictions/mnist", 1).await,
+        predict(dir.path(), port, "/predictions/mnist", 1).await,
         (200, "1".to_string())
     );
+    let keys: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("key_file.json")).unwrap()).unwrap();
+    let management_key = keys["management"]["key"].as_str().unwrap().to_string();
     let listed: serde_json::Value = {
         let config = std::fs::read_to_string(dir.path().join("config.properties")).unwrap();
         let management = config
@@ -152,7 +182,10 @@ async fn models_all_loads_every_archive_in_the_store() {
             .find_map(|line| line.strip_prefix("management_address="))
             .unwrap()
             .to_string();
-        reqwest::get(format!("{management}/models"))
+        reqwest::Client::new()
+            .get(format!("{management}/models"))
+            .bearer_auth(management_key)
+            .send()
             .await
             .unwrap()
             .json()

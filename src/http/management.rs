@@ -263,7 +263,7 @@ async fn set_default(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ServeError> {
     Ok(status_response(
-        manage::set_default(&state, &model, &version)?,
+        manage::set_default(&state, &model, &version).await?,
         &[],
     ))
 }

@@ -109,6 +109,8 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
 pub struct TestServer {
     pub addresses: Addresses,
     pub store: tempfile::TempDir,
+    /// LOG_LOCATION of this server: snapshots go to `config/` inside, key_file.json beside.
+    pub logs: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
@@ -131,6 +133,11 @@ impl TestServer {
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
         keys.insert("model_store".into(), store.path().display().to_string());
+        // Token auth is on by default; tests of other surfaces turn it off, tests/security.rs on.
+        keys.insert("disable_token_authorization".into(), "true".into());
+        let logs = tempfile::tempdir().unwrap();
+        keys.insert("log_location".into(), logs.path().display().to_string());
+        keys.insert("key_file_dir".into(), logs.path().display().to_string());
         for (key, value) in properties {
             keys.insert(key.to_string(), value.to_string());
         }
@@ -144,6 +151,7 @@ impl TestServer {
         let server = TestServer {
             addresses,
             store,
+            logs,
             shutdown: Some(shutdown),
             task: Some(task),
         };
