@@ -162,7 +162,16 @@ impl TestServer {
     async fn wait_until_healthy(&self) {
         let client = reqwest::Client::new();
         for _ in 0..500 {
-            if let Ok(response) = client.get(self.url("/ping")).send().await {
+            // With token authorization on, /ping needs the inference key, as in TorchServe.
+            let key = std::fs::read(self.logs.path().join("key_file.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .and_then(|keys| keys["inference"]["key"].as_str().map(str::to_string));
+            let mut ping = client.get(self.url("/ping"));
+            if let Some(key) = key {
+                ping = ping.bearer_auth(key);
+            }
+            if let Ok(response) = ping.send().await {
                 if response.status() == 200 {
                     return;
                 }
