@@ -13,6 +13,8 @@
 //!
 //! Around it:
 //! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
+//! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
+//!   oxserve's per-model histograms, and the host sampler.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod manage;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod runtime;
@@ -37,6 +40,8 @@ pub mod worker;
 pub struct AppState {
     pub config: config::Config,
     pub registry: registry::Registry,
+    /// TorchServe's metrics, shared with every model's workers.
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl AppState {

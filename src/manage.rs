@@ -102,6 +102,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
             ),
         },
         loaded_at_startup: false,
+        metrics: Arc::clone(&state.metrics),
     };
     let model = blocking(move || ModelVersion::load(request)).await?;
     let (name, version) = (model.name.clone(), model.version.clone());
