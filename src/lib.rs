@@ -15,6 +15,7 @@
 //! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
 //! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
 //!   oxserve's per-model histograms, and the host sampler.
+//! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod logging;
 pub mod manage;
 pub mod metrics;
 pub mod model;
