@@ -10,6 +10,7 @@
 //! back while a worker is idle: under load, requests queue up while workers are busy, so batches
 //! form by themselves; a lone request is answered at once instead of after `max_batch_delay`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,14 +24,32 @@ use crate::handler::RequestItem;
 /// One answer per request item, or one error for the whole request.
 pub type JobResult = Result<Vec<serde_json::Value>, ServeError>;
 
-/// Lets the request side cancel the ONNX Runtime run its job is part of (response timeout).
+/// What the request side and the worker share about one job: the request side can cancel the
+/// ONNX Runtime run its job is part of (response timeout) and learn how long the job queued.
 #[derive(Default)]
 pub struct RunHandle {
     /// Set by the worker while the job's batch runs; a std Mutex, never held across an await.
     current: Mutex<Option<Arc<RunOptions>>>,
+    /// Nanoseconds from enqueueing until a worker took the job, plus one (0: not taken yet).
+    /// Written once by the worker, read by the request side after the answer arrives.
+    queued_nanos: AtomicU64,
 }
 
 impl RunHandle {
+    /// Called by the worker when it takes the job's batch from the queue.
+    pub fn mark_taken(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.queued_nanos.store(nanos + 1, Ordering::Release);
+    }
+
+    /// How long the job waited for a worker, once one took it.
+    pub fn queue_wait(&self) -> Option<Duration> {
+        match self.queued_nanos.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos - 1)),
+        }
+    }
+
     /// Called by the worker when the batch holding this job starts running.
     pub fn attach(&self, options: &Arc<RunOptions>) {
         if let Ok(mut current) = self.current.lock() {
@@ -56,6 +75,8 @@ pub struct Job {
     pub run_handle: Arc<RunHandle>,
     /// The request's span, so worker logs carry its request id.
     pub span: tracing::Span,
+    /// The request id (`x-request-id`), for `log`-mode backend metric lines.
+    pub request_id: Option<String>,
 }
 
 /// Whether a short batch waits for more jobs.
@@ -209,6 +230,7 @@ mod tests {
             enqueued: Instant::now(),
             run_handle: Arc::default(),
             span: tracing::Span::none(),
+            request_id: None,
         };
         (job, receiver)
     }

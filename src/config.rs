@@ -2,7 +2,8 @@
 //! its `config.properties` keys (same names, same defaults) and, when `enable_envvars_config=true`,
 //! `TS_<KEY>` environment variables. Precedence is TorchServe's: env > CLI > file. The file is
 //! `TS_CONFIG_FILE`, else `--ts-config`, else `./config.properties`. Unknown keys are warned about;
-//! a malformed value stops startup with a message naming the key. No other module reads the
+//! a malformed value stops startup with a message naming the key. `LOG_LOCATION` and
+//! `METRICS_LOCATION` name the log folders, as for TorchServe. No other module reads the
 //! environment.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::metrics::MetricsMode;
 
 /// Command line, as `torchserve`'s (`ts/arg_parser.py`), plus oxserve's own flags.
 #[derive(Parser, Debug, Clone, Default)]
@@ -129,6 +132,17 @@ pub struct Config {
     pub disable_token_authorization: bool,
     pub ncs: bool,
     pub log_config: Option<String>,
+    /// Folder of `ts_log.log`, `access_log.log`, `model_log.log` (`LOG_LOCATION`, else `logs`).
+    pub log_location: PathBuf,
+    /// Folder of `ts_metrics.log`, `model_metrics.log` (`METRICS_LOCATION`, else `logs`).
+    pub metrics_location: PathBuf,
+    /// `log` (TorchServe's default: metrics go to the metrics logs), `prometheus` or `legacy`.
+    pub metrics_mode: MetricsMode,
+    /// Whether the metrics listener runs at all (TorchServe's `enable_metrics_api`).
+    pub enable_metrics_api: bool,
+    /// How often host metrics are sampled (`metric_time_interval`, seconds).
+    pub metric_time_interval: Duration,
+    pub disable_system_metrics: bool,
     pub ort_library: Option<PathBuf>,
     /// Threads of the async runtime serving HTTP (`number_of_netty_threads`); 0 = cores.
     pub io_threads: usize,
@@ -138,8 +152,6 @@ pub struct Config {
     pub token_expiration: Duration,
     /// Where `key_file.json` is written (oxserve's `key_file_dir`; TorchServe: the working folder).
     pub key_file_dir: PathBuf,
-    /// `LOG_LOCATION` (or the `log_location` key): logs and `config/` snapshots live there.
-    pub log_location: Option<PathBuf>,
     /// The snapshot this configuration was restored from, with the models to load.
     pub restored_snapshot: Option<crate::snapshot::Snapshot>,
     /// Every key read, for snapshots.
@@ -277,8 +289,17 @@ impl Config {
             }
         }
         let mut config = Self::from_properties(properties, cli)?;
-        if config.log_location.is_none() {
-            config.log_location = log_location;
+        let folder = |name: &str| {
+            environment
+                .get(name)
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(folder) = folder("LOG_LOCATION") {
+            config.log_location = folder;
+        }
+        if let Some(folder) = folder("METRICS_LOCATION") {
+            config.metrics_location = folder;
         }
         if let Some(snapshot) = snapshot {
             // A restored snapshot decides which models load; --models is ignored, as in TorchServe.
@@ -340,6 +361,25 @@ impl Config {
             disable_token_authorization: reader.boolean("disable_token_authorization", false)?,
             ncs: cli.ncs,
             log_config: cli.log_config.clone(),
+            // `LOG_LOCATION` overrides this in `load`; the `log_location` key is oxserve's.
+            log_location: PathBuf::from(
+                properties
+                    .get("log_location")
+                    .map(String::as_str)
+                    .unwrap_or("logs"),
+            ),
+            metrics_location: PathBuf::from("logs"),
+            metrics_mode: match properties.get("metrics_mode") {
+                None => MetricsMode::default(),
+                Some(value) => value
+                    .parse()
+                    .map_err(|reason| ConfigError(format!("config key metrics_mode: {reason}")))?,
+            },
+            enable_metrics_api: reader.boolean("enable_metrics_api", true)?,
+            metric_time_interval: Duration::from_secs(
+                reader.number("metric_time_interval", 60)?.max(1) as u64,
+            ),
+            disable_system_metrics: reader.boolean("disable_system_metrics", false)?,
             ort_library: properties.get("ort_library").map(PathBuf::from),
             io_threads: reader.number("number_of_netty_threads", 0)?,
             url_policy: crate::download::UrlPolicy::from_config(
@@ -357,7 +397,6 @@ impl Config {
                     .map(String::as_str)
                     .unwrap_or("."),
             ),
-            log_location: properties.get("log_location").map(PathBuf::from),
             restored_snapshot: None,
             properties,
         })
@@ -490,6 +529,10 @@ mod tests {
         assert_eq!(config.max_request_size, 6_553_500);
         assert_eq!(config.default_response_timeout, Duration::from_secs(120));
         assert!(!config.enable_model_api);
+        assert_eq!(config.metrics_mode, MetricsMode::Log);
+        assert!(config.enable_metrics_api);
+        assert_eq!(config.metric_time_interval, Duration::from_secs(60));
+        assert_eq!(config.log_location, PathBuf::from("logs"));
     }
 
     #[test]
@@ -497,6 +540,8 @@ mod tests {
         for (key, value) in [
             ("job_queue_size", "many"),
             ("enable_model_api", "yes"),
+            ("metrics_mode", "statsd"),
+            ("enable_metrics_api", "maybe"),
             ("inference_address", "https://x:1"),
         ] {
             let properties = BTreeMap::from([(key.to_string(), value.to_string())]);

@@ -13,6 +13,9 @@
 //!
 //! Around it:
 //! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
+//! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
+//!   oxserve's per-model histograms, and the host sampler.
+//! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`runtime`]: loading ONNX Runtime and building sessions.
 //! - [`store`]: the model store and which archives a `url` may name.
@@ -31,7 +34,9 @@ pub mod download;
 pub mod error;
 pub mod handler;
 pub mod http;
+pub mod logging;
 pub mod manage;
+pub mod metrics;
 pub mod model;
 pub mod properties;
 pub mod registry;
@@ -50,6 +55,8 @@ pub struct AppState {
     /// Token authorization (TorchServe's key_file.json), or disabled.
     pub auth: std::sync::Arc<auth::TokenAuth>,
     pub snapshots: snapshotter::SnapshotWriter,
+    /// TorchServe's metrics, shared with every model's workers.
+    pub metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl AppState {

@@ -37,26 +37,9 @@ fn pid_file(cli: &Cli) -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join(".oxserve.pid"))
 }
 
-fn init_tracing(log_config: Option<&str>) {
-    let filter = match log_config {
-        Some(value) if Path::new(value).is_file() => std::fs::read_to_string(value)
-            .unwrap_or_default()
-            .trim()
-            .to_string(),
-        Some(value) => value.to_string(),
-        None => "info,ort=warn".to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
 fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     let (config, warnings) = Config::load(cli)?;
-    init_tracing(config.log_config.as_deref());
+    let _log_writers = oxserve::logging::init(&config);
     for warning in warnings {
         tracing::warn!("{warning}");
     }
@@ -98,16 +81,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// Re-runs this program with `--foreground` as a detached process, logging to `logs/`, and
-/// returns once it answers `/ping` (or exits).
+/// Re-runs this program with `--foreground` as a detached process, its console output going to
+/// `oxserve.log` in the log folder (`LOG_LOCATION`, else `logs/`), and returns once it answers
+/// `/ping` (or exits).
 fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
     let (config, _) = Config::load(cli)?;
     let pid_path = pid_file(cli);
     if let Some(pid) = running_pid(&pid_path) {
         bail!("oxserve is already running (pid {pid}); stop it with `oxserve --stop`");
     }
-    let log_dir = PathBuf::from("logs");
-    std::fs::create_dir_all(&log_dir).context("cannot create logs/")?;
+    let log_dir = config.log_location.clone();
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
     let log_path = log_dir.join("oxserve.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

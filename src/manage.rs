@@ -108,6 +108,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
             ),
         },
         loaded_at_startup: false,
+        metrics: Arc::clone(&state.metrics),
     };
     // A downloaded archive that does not become a model is removed again, so a retry can fetch it.
     let forget_download = || {

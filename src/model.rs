@@ -3,7 +3,7 @@
 //! callers run [`ModelVersion::load`] off the async runtime.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 use crate::batching::{BatchPolicy, BatchWait, Job, JobQueue, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
+use crate::metrics::Metrics;
+pub use crate::metrics::ModelStats;
 use crate::runtime::SessionSettings;
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
@@ -35,28 +37,6 @@ pub struct ModelSettings {
     pub limit_max_image_pixels: bool,
 }
 
-/// Counters a model's workers update, read by describe, metrics and tests.
-#[derive(Debug, Default)]
-pub struct ModelStats {
-    pub batches: AtomicU64,
-    pub rows: AtomicU64,
-    pub largest_batch: AtomicU64,
-    pub inference_micros: AtomicU64,
-    pub queue_micros: AtomicU64,
-}
-
-impl ModelStats {
-    pub fn record_batch(&self, rows: usize, inference: Duration, queue_wait: Duration) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        self.largest_batch.fetch_max(rows as u64, Ordering::Relaxed);
-        self.inference_micros
-            .fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
-        self.queue_micros
-            .fetch_add(queue_wait.as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
 /// Where a model came from and what to call it.
 #[derive(Debug, Clone)]
 pub struct LoadRequest {
@@ -76,6 +56,8 @@ pub struct LoadRequest {
     /// Management-API parameters, which win over model-config.yaml.
     pub overrides: SettingsOverride,
     pub loaded_at_startup: bool,
+    /// The server's metrics, which the model's workers report to.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Settings given with a registration request (TorchServe: config.properties < yaml < API).
@@ -91,6 +73,13 @@ pub struct SettingsOverride {
     pub initial_workers: Option<usize>,
     /// An exact worker range that wins over everything (a restored snapshot's).
     pub workers: Option<(usize, usize)>,
+}
+
+/// A request's answers, and how long it waited for a worker.
+#[derive(Debug)]
+pub struct Inferred {
+    pub answers: Vec<serde_json::Value>,
+    pub queue_wait: Duration,
 }
 
 /// A model version that can answer requests.
@@ -194,13 +183,14 @@ impl ModelVersion {
         let graph: Arc<[u8]> = std::fs::read(archive.root.join(&serialized))
             .map_err(|error| ServeError::BadRequest(format!("cannot read {serialized}: {error}")))?
             .into();
+        let stats = Arc::new(ModelStats::new(&name, request.metrics));
         let model = Arc::new(ModelVersion {
             name,
             version: manifest.model.model_version.clone(),
             url: request.url,
             downloaded: request.downloaded,
             loaded_at_startup: request.loaded_at_startup,
-            stats: Arc::default(),
+            stats,
             handler: Arc::new(handler),
             graph,
             queue: JobQueue::new(settings.job_queue_size),
@@ -222,6 +212,17 @@ impl ModelVersion {
         &self,
         items: Vec<RequestItem>,
     ) -> Result<Vec<serde_json::Value>, ServeError> {
+        self.infer_request(items, None)
+            .await
+            .map(|inferred| inferred.answers)
+    }
+
+    /// [`Self::infer`] for a request with an id, also telling how long it queued.
+    pub async fn infer_request(
+        &self,
+        items: Vec<RequestItem>,
+        request_id: Option<String>,
+    ) -> Result<Inferred, ServeError> {
         if self.live_workers() == 0 {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
@@ -233,12 +234,16 @@ impl ModelVersion {
             enqueued: Instant::now(),
             run_handle: Arc::clone(&run_handle),
             span: tracing::Span::current(),
+            request_id,
         };
         if self.queue.submit(job).is_err() {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
         match tokio::time::timeout(self.settings.response_timeout, answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map(|answers| Inferred {
+                answers,
+                queue_wait: run_handle.queue_wait().unwrap_or_default(),
+            }),
             Ok(Err(_)) => Err(ServeError::WorkerDied),
             Err(_) => {
                 run_handle.terminate();
@@ -319,8 +324,9 @@ impl ModelVersion {
                 jobs: self.queue.receiver(),
                 stats: Arc::clone(&self.stats),
             })?;
-            if started.elapsed() > self.settings.startup_timeout {
-                tracing::error!(model = %self.name, "a worker took {:?} to start, more than startup_timeout", started.elapsed());
+            let took = started.elapsed();
+            if took > self.settings.startup_timeout {
+                tracing::error!(model = %self.name, "a worker took {took:?} to start, more than startup_timeout");
                 worker.request_stop(StopMode::AfterBatch);
                 worker.join();
                 return Err(ServeError::WorkersFailed {
@@ -328,6 +334,8 @@ impl ModelVersion {
                     version: self.version.clone(),
                 });
             }
+            self.stats
+                .record_worker_load(&format!("W-{id}-{}_{}", self.name, self.version), took);
             self.workers
                 .lock()
                 .map_err(|_| ServeError::Internal("worker list poisoned".into()))?

@@ -1,6 +1,7 @@
-//! Starting and stopping the server: load ONNX Runtime, bind the three listeners, load the startup
-//! models (off the async runtime), serve until the shutdown future resolves, then let in-flight
-//! requests finish and stop every worker.
+//! Starting and stopping the server: load ONNX Runtime, bind the three listeners (the metrics one
+//! only with `enable_metrics_api`, as TorchServe), start the host-metrics sampler, load the
+//! startup models (off the async runtime), serve until the shutdown future resolves, then let
+//! in-flight requests finish and stop every worker.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use crate::batching::BatchWait;
 use crate::config::Config;
 use crate::error::ServeError;
+use crate::metrics::Metrics;
 use crate::model::{LoadRequest, ModelSettings, ModelVersion};
 use crate::registry::Registry;
 use axum::middleware::from_fn_with_state;
@@ -25,7 +27,8 @@ use crate::{http, snapshotter, store, AppState};
 pub struct Listeners {
     pub inference: TcpListener,
     pub management: TcpListener,
-    pub metrics: TcpListener,
+    /// Absent when `enable_metrics_api=false`.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Where a running server listens.
@@ -33,7 +36,7 @@ pub struct Listeners {
 pub struct Addresses {
     pub inference: SocketAddr,
     pub management: SocketAddr,
-    pub metrics: SocketAddr,
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -50,7 +53,10 @@ impl Listeners {
         Ok(Listeners {
             inference: bind("inference_address", config.inference_address).await?,
             management: bind("management_address", config.management_address).await?,
-            metrics: bind("metrics_address", config.metrics_address).await?,
+            metrics: match config.enable_metrics_api {
+                true => Some(bind("metrics_address", config.metrics_address).await?),
+                false => None,
+            },
         })
     }
 
@@ -58,7 +64,11 @@ impl Listeners {
         Ok(Addresses {
             inference: self.inference.local_addr()?,
             management: self.management.local_addr()?,
-            metrics: self.metrics.local_addr()?,
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(TcpListener::local_addr)
+                .transpose()?,
         })
     }
 }
@@ -121,6 +131,7 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
             models_config: Some(Arc::new(state.config.models.clone())),
             overrides: Default::default(),
             loaded_at_startup: true,
+            metrics: Arc::clone(&state.metrics),
         };
         let loaded = tokio::task::spawn_blocking(move || {
             let model = ModelVersion::load(request)?;
@@ -181,12 +192,26 @@ pub async fn run(
         auth
     };
     let restored = config.restored_snapshot.clone();
+    let metrics = Arc::new(Metrics::new(config.metrics_mode, Metrics::local_hostname()));
     let state = Arc::new(AppState {
         config,
         registry: Registry::default(),
         auth: Arc::new(auth),
         snapshots: Default::default(),
+        metrics,
     });
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let sampler = match state.config.disable_system_metrics {
+        true => None,
+        false => Some(
+            crate::metrics::system::start_sampler(
+                Arc::clone(&state.metrics),
+                state.config.metric_time_interval,
+                stop.clone(),
+            )
+            .await,
+        ),
+    };
     match &restored {
         Some(snapshot) => {
             tracing::info!(
@@ -200,13 +225,15 @@ pub async fn run(
     }
     snapshotter::save(&state, SnapshotKind::Startup).await;
     let addresses = listeners.addresses().map_err(|error| error.to_string())?;
+    let metrics_at = addresses
+        .metrics
+        .map(|address| format!("http://{address}"))
+        .unwrap_or_else(|| "off (enable_metrics_api=false)".into());
     tracing::info!(
-        "inference API on http://{}, management API on http://{}, metrics on http://{}",
+        "inference API on http://{}, management API on http://{}, metrics {metrics_at}",
         addresses.inference,
         addresses.management,
-        addresses.metrics
     );
-    let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let limits = http::listener::Limits {
         header_timeout: state.config.request_header_timeout,
         ..Default::default()
@@ -214,7 +241,10 @@ pub async fn run(
     let serve = |listener: TcpListener, router: axum::Router| {
         let mut stop = stop.clone();
         // The request context wraps everything, so refused requests get an id and a log line too.
-        let app = router.layer(axum::middleware::from_fn(http::request_context));
+        let app = router.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            http::request_context,
+        ));
         tokio::spawn(async move {
             let signal = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
@@ -222,7 +252,7 @@ pub async fn run(
             http::listener::serve(listener, app, limits, signal).await
         })
     };
-    let tasks = [
+    let mut tasks = vec![
         serve(
             listeners.inference,
             http::inference::router(Arc::clone(&state)).layer(from_fn_with_state(
@@ -237,8 +267,10 @@ pub async fn run(
                 require_management,
             )),
         ),
-        serve(listeners.metrics, http::metrics::router(Arc::clone(&state))),
     ];
+    if let Some(listener) = listeners.metrics {
+        tasks.push(serve(listener, http::metrics::router(Arc::clone(&state))));
+    }
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_sender.send(true);
@@ -247,6 +279,9 @@ pub async fn run(
     }
     snapshotter::save(&state, SnapshotKind::Shutdown).await;
     state.auth.remove_key_file();
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+    }
     let models = state.registry.drain();
     let _ =
         tokio::task::spawn_blocking(move || models.iter().for_each(|model| model.shutdown())).await;

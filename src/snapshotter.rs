@@ -67,7 +67,7 @@ pub async fn save(state: &Arc<AppState>, kind: SnapshotKind) {
             .lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let dir = snapshot::default_dir(state.config.log_location.as_deref());
+        let dir = snapshot::default_dir(Some(&state.config.log_location));
         let written = snapshot::write(&dir, &capture(&state, kind));
         // Keep the newest few; older ones are history nobody restores.
         let _ = snapshot::prune(&dir, 20);
@@ -124,6 +124,7 @@ pub async fn restore(state: &Arc<AppState>, snapshot: &Snapshot) {
                     workers: Some((entry.min_workers as usize, entry.max_workers as usize)),
                 },
                 loaded_at_startup: true,
+                metrics: Arc::clone(&state.metrics),
             };
             let loaded = tokio::task::spawn_blocking(move || {
                 let model = ModelVersion::load(request)?;

@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use ort::session::{RunOptions, Session, SessionInputValue};
@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::batching::{next_batch, BatchPolicy, Job, JobResult, Next, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
+use crate::metrics::model::BatchTimes;
 use crate::model::ModelStats;
 use crate::runtime::{build_session, SessionSettings};
 use crate::tensor::HostTensor;
@@ -156,29 +157,60 @@ fn worker_loop(
     stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
+    let building = Instant::now();
     let mut session = match build_session(&context.graph, &context.session) {
         Ok(session) => session,
         Err(error) => {
+            tracing::warn!(worker = context.id, "cannot build the session: {error}");
             state.set(WorkerStatus::Stopped);
             let _ = ready.send(Err(error));
             return;
         }
     };
+    tracing::info!(
+        worker = context.id,
+        "session ready for {} in {:?}",
+        context.model_label,
+        building.elapsed()
+    );
     state.set(WorkerStatus::Ready);
     let _ = ready.send(Ok(()));
     drop(ready);
     let mut draining = false;
     while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy, &mut draining) {
+        let taken = Instant::now();
+        for job in &jobs {
+            let waited = taken.saturating_duration_since(job.enqueued);
+            job.run_handle.mark_taken(waited);
+            context.stats.queue.observe(waited.as_secs_f64());
+        }
         let mut replies = Replies::new(jobs);
+        let mut handler_time = Duration::ZERO;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            process_batch(&mut session, &context, &mut replies)
+            process_batch(&mut session, &context, &mut replies, &mut handler_time)
         }));
         if outcome.is_err() {
             tracing::error!(worker = context.id, model = %context.model_label, "a batch panicked; its requests fail, the worker carries on");
             replies.fail_remaining(&ServeError::WorkerDied);
         }
         replies.send_all();
+        if !handler_time.is_zero() {
+            let ids = context
+                .stats
+                .wants_request_ids()
+                .then(|| replies.request_ids());
+            let times = BatchTimes {
+                handler: handler_time,
+                total: taken.elapsed(),
+            };
+            context.stats.record_batch(times, ids.as_deref());
+        }
     }
+    tracing::info!(
+        worker = context.id,
+        "worker for {} stopped",
+        context.model_label
+    );
     state.set(WorkerStatus::Stopped);
 }
 
@@ -226,6 +258,16 @@ impl Replies {
         }
     }
 
+    /// The batch's request ids, comma-separated (TorchServe's `requestID` in metric lines).
+    fn request_ids(&self) -> String {
+        let ids: Vec<&str> = self
+            .entries
+            .iter()
+            .filter_map(|entry| entry.job.request_id.as_deref())
+            .collect();
+        ids.join(",")
+    }
+
     fn send_all(&mut self) {
         for entry in &mut self.entries {
             let Some(reply) = entry.reply.take() else {
@@ -251,8 +293,16 @@ struct Slot {
     prepared: Prepared,
 }
 
-fn process_batch(session: &mut Session, context: &WorkerContext, replies: &mut Replies) {
+/// Runs one batch; adds the time spent in pre-processing, inference and post-processing to
+/// `handler_time` (and records each step in the model's histograms).
+fn process_batch(
+    session: &mut Session,
+    context: &WorkerContext,
+    replies: &mut Replies,
+    handler_time: &mut Duration,
+) {
     let handler = &context.handler;
+    let stats = &context.stats;
     let mut slots: Vec<Slot> = Vec::new();
     for (job_index, entry) in replies.entries.iter_mut().enumerate() {
         if entry.reply.as_ref().is_none_or(|reply| reply.is_closed()) {
@@ -261,7 +311,12 @@ fn process_batch(session: &mut Session, context: &WorkerContext, replies: &mut R
         }
         let _span = entry.job.span.enter();
         for (item_index, item) in entry.job.items.iter().enumerate() {
-            match catch_unwind(AssertUnwindSafe(|| handler.preprocess(item))) {
+            let started = Instant::now();
+            let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(item)));
+            let took = started.elapsed();
+            stats.preprocess.observe(took.as_secs_f64());
+            *handler_time += took;
+            match prepared {
                 Ok(Ok(prepared)) => slots.push(Slot {
                     job: job_index,
                     item: item_index,
@@ -281,22 +336,22 @@ fn process_batch(session: &mut Session, context: &WorkerContext, replies: &mut R
     }
     // A request with one bad item fails as a whole; its other items need not run.
     slots.retain(|slot| replies.entries[slot.job].error.is_none());
-    let queue_wait = replies
-        .entries
-        .iter()
-        .map(|entry| entry.job.enqueued.elapsed())
-        .max()
-        .unwrap_or_default();
     for chunk in plan_runs(slots, handler.batchable(), context.policy.batch_size) {
         let rows: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
         let started = Instant::now();
-        match run_chunk(session, context, &chunk, replies) {
+        let outcome = run_chunk(session, context, &chunk, replies);
+        let took = started.elapsed();
+        *handler_time += took;
+        match outcome {
             Ok(per_item) => {
-                context
-                    .stats
-                    .record_batch(rows, started.elapsed(), queue_wait);
+                stats.record_run(rows, took);
                 for (slot, outputs) in chunk.iter().zip(per_item) {
-                    match catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs))) {
+                    let started = Instant::now();
+                    let answer = catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs)));
+                    let took = started.elapsed();
+                    stats.postprocess.observe(took.as_secs_f64());
+                    *handler_time += took;
+                    match answer {
                         Ok(Ok(answer)) => {
                             replies.entries[slot.job].answers[slot.item] = Some(answer)
                         }

@@ -3,6 +3,8 @@
 //! `--data-binary`) or `multipart/form-data` / url-encoded forms, where every `data`/`body` part is
 //! one input; several inputs in one request are answered as a JSON list, in order.
 
+use std::time::Instant;
+
 use axum::extract::{Path, Request, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,9 +68,13 @@ async fn predict(
     state: State,
     name: String,
     version: Option<String>,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response, ServeError> {
     let model = state.registry.get(&name, version.as_deref())?;
+    let request_id = request
+        .extensions_mut()
+        .remove::<super::RequestId>()
+        .map(|super::RequestId(id)| id);
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -82,7 +88,18 @@ async fn predict(
     let body = read_body(request.into_body(), declared, BodyLimits::of(&state.config)).await?;
     let items = request_items(body, content_type).await?;
     let several = items.len() > 1;
-    let mut answers = model.infer(items).await?;
+    // TorchServe's labels: the model as named, the version as requested ("default" if none).
+    let version_label = version.as_deref().unwrap_or("default");
+    state.metrics.record_inference_request(&name, version_label);
+    let started = Instant::now();
+    let inferred = model.infer_request(items, request_id).await?;
+    state.metrics.record_inference_latency(
+        &name,
+        version_label,
+        started.elapsed(),
+        inferred.queue_wait,
+    );
+    let mut answers = inferred.answers;
     let answer = if several {
         serde_json::Value::Array(answers)
     } else {
@@ -174,8 +191,8 @@ async fn multipart_items(body: Bytes, content_type: &str) -> Result<Vec<RequestI
     Ok(items)
 }
 
-/// `a=1&b=x%20y` → pairs, with `+` as space.
-fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
+/// `a=1&b=x%20y` → pairs, with `+` as space (also used for query strings).
+pub(crate) fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
     fn hex(byte: u8) -> Option<u8> {
         (byte as char).to_digit(16).map(|digit| digit as u8)
     }

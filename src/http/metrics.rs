@@ -1,58 +1,55 @@
-//! The metrics listener (8082). This version serves per-model request and batch counters in
-//! Prometheus text; TorchServe's full metric set is its own issue.
+//! The metrics listener (8082), as TorchServe's `PrometheusMetricsRequestHandler`: `/metrics`
+//! (any method) answers Prometheus text 0.0.4, optionally only the families named by
+//! `?name[]=a&name[]=b`. Which TorchServe families appear depends on `metrics_mode` (see
+//! [`crate::metrics`]); oxserve's per-model families always do. With `enable_metrics_api=false`
+//! this listener is not started at all (see [`crate::server`]).
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
-
-use axum::extract::State as AxumState;
+use axum::extract::{RawQuery, State as AxumState};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use axum::Router;
 
+use super::inference::url_decode_form;
 use super::{not_found, State};
+use crate::metrics::{ModelView, NameFilter};
 
 /// The metrics listener's routes.
 pub fn router(state: State) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", any(metrics))
+        .route("/metrics/{*rest}", any(metrics))
         .fallback(not_found)
         .with_state(state)
 }
 
-async fn metrics(AxumState(state): AxumState<State>) -> Response {
-    let mut text = String::new();
-    let _ = writeln!(text, "# HELP oxserve_batches_total Batches run by a model's workers\n# TYPE oxserve_batches_total counter");
+/// The `name[]` values of a query string (`name%5B%5D` too).
+fn requested_names(query: Option<&str>) -> NameFilter {
+    let names = query
+        .map(|query| url_decode_form(query.as_bytes()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key == "name[]")
+        .map(|(_, value)| value)
+        .collect();
+    NameFilter::new(names)
+}
+
+async fn metrics(AxumState(state): AxumState<State>, RawQuery(query): RawQuery) -> Response {
     let models = state.registry.all();
-    for model in &models {
-        let _ = writeln!(
-            text,
-            "oxserve_batches_total{{model_name=\"{}\",model_version=\"{}\",}} {}.0",
-            model.name,
-            model.version,
-            model.stats.batches.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(text, "# HELP oxserve_batch_rows_total Rows (request items) run\n# TYPE oxserve_batch_rows_total counter");
-    for model in &models {
-        let _ = writeln!(
-            text,
-            "oxserve_batch_rows_total{{model_name=\"{}\",model_version=\"{}\",}} {}.0",
-            model.name,
-            model.version,
-            model.stats.rows.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(text, "# HELP oxserve_largest_batch_rows Largest batch run so far\n# TYPE oxserve_largest_batch_rows gauge");
-    for model in &models {
-        let _ = writeln!(
-            text,
-            "oxserve_largest_batch_rows{{model_name=\"{}\",model_version=\"{}\",}} {}.0",
-            model.name,
-            model.version,
-            model.stats.largest_batch.load(Ordering::Relaxed)
-        );
-    }
+    let views: Vec<ModelView<'_>> = models
+        .iter()
+        .map(|model| ModelView {
+            name: &model.name,
+            version: &model.version,
+            stats: &model.stats,
+            queue_depth: model.queue_status().0,
+            live_workers: model.live_workers(),
+        })
+        .collect();
+    let text = state
+        .metrics
+        .render(&views, &requested_names(query.as_deref()));
     (
         StatusCode::OK,
         [(
@@ -62,4 +59,17 @@ async fn metrics(AxumState(state): AxumState<State>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_name_brackets_encoded_or_not() {
+        let filter = requested_names(Some("name[]=a&name%5B%5D=b&other=c"));
+        assert!(filter.includes("a") && filter.includes("b"));
+        assert!(!filter.includes("c"));
+        assert!(requested_names(None).includes("anything"));
+    }
 }

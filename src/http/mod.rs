@@ -1,7 +1,8 @@
 //! HTTP frontends: decode a request, call the model, encode the answer, map errors. No tensors,
 //! sessions or batching here. Each API has its own listener (TorchServe's three ports):
 //! [`inference`] (8080), [`management`] (8081), [`metrics`] (8082). This module holds what they
-//! share: TorchServe's JSON and error bodies, the `x-request-id` header and the access log.
+//! share: TorchServe's JSON and error bodies, the `x-request-id` header, the access log and the
+//! `Requests2XX/4XX/5XX` counters.
 
 pub mod inference;
 pub mod listener;
@@ -9,11 +10,12 @@ pub mod management;
 pub mod metrics;
 pub mod openapi;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -47,23 +49,42 @@ impl IntoResponse for ServeError {
 pub struct RequestId(pub String);
 
 /// Gives every request an id (sent back as `x-request-id`, as TorchServe does), a tracing span,
-/// and one access-log line.
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+/// one access-log line (TorchServe's `ACCESS_LOG` shape: `/ip:port "GET /uri HTTP/1.1" 200 ms`,
+/// with the request id and the duration in microseconds as fields), and counts its status in
+/// `Requests2XX/4XX/5XX`.
+pub async fn request_context(
+    AxumState(state): AxumState<State>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
     let id = uuid::Uuid::new_v4().to_string();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
+    // Cheap copies (no allocation); the line is only formatted when the access log is on.
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| *address);
+    let (method, uri, version) = (
+        request.method().clone(),
+        request.uri().clone(),
+        request.version(),
+    );
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", id = %id);
-    let started = Instant::now();
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
+    let status = response.status().as_u16();
+    state.metrics.record_status(status);
+    let elapsed = started.elapsed();
     tracing::info!(
-        target: "access_log",
-        "{method} {path} {} {}us request_id={id}",
-        response.status().as_u16(),
-        started.elapsed().as_micros()
+        target: "ACCESS_LOG",
+        request_id = %id,
+        duration_us = elapsed.as_micros() as u64,
+        "/{} \"{method} {uri} {version:?}\" {status} {}",
+        remote.map(|address| address.to_string()).unwrap_or_default(),
+        elapsed.as_millis()
     );
     response
 }

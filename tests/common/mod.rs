@@ -191,9 +191,10 @@ impl TestServer {
         format!("http://{}{path}", self.addresses.management)
     }
 
-    /// A URL on the metrics listener.
+    /// A URL on the metrics listener (which runs unless `enable_metrics_api=false`).
     pub fn metrics(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addresses.metrics)
+        let address = self.addresses.metrics.expect("the metrics API is enabled");
+        format!("http://{address}{path}")
     }
 
     /// Stops the server and waits until it has finished.
