@@ -192,6 +192,11 @@ async fn asynchronous_registration_answers_202_then_serves() {
     let worker = &described[0]["workers"][0];
     assert!(worker["id"].as_str().unwrap().parse::<u32>().unwrap() >= 9000);
     assert!(worker["startTime"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        worker["memoryUsage"].as_u64().unwrap() > 10 << 20,
+        "the server's resident memory: {worker}"
+    );
+    assert_eq!(worker["status"], "READY");
     server.stop().await;
 }
 

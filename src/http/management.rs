@@ -332,8 +332,31 @@ async fn describe_version(
     Ok(json_response(StatusCode::OK, &described))
 }
 
+/// Resident memory of this process in bytes (`VmRSS`). Workers are threads of one process, so this
+/// is what each worker's `memoryUsage` reports: TorchServe's per-worker processes have no
+/// counterpart to split it by.
+fn process_memory() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| {
+                    value
+                        .trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// TorchServe's `DescribeModelResponse`, field for field and in its order.
 fn describe(model: &ModelVersion) -> serde_json::Value {
+    let memory = process_memory();
     let settings = &model.settings;
     let (min_workers, max_workers) = model.worker_range();
     let (pending, remaining) = model.queue_status();
@@ -350,7 +373,7 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
                     WorkerStatus::Stopping => "UNLOADING",
                     WorkerStatus::Stopped => "STOPPED",
                 },
-                "memoryUsage": 0,
+                "memoryUsage": memory,
                 "pid": std::process::id(),
                 "gpu": false,
                 "gpuUsage": "N/A"
