@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The benchmark in one command (issue 6): oxserve over real HTTP against bare ONNX Runtime on the
+# same graphs, on this machine, in one run of about 3 minutes (a few seconds with --quick).
+#
+#   bench/run.sh                 # full run: digits CNN + ResNet-18, concurrency 1/4/16/64 x batch 1/8
+#   bench/run.sh --quick         # CI smoke run
+#   bench/run.sh --models digits --duration 10    # any oxserve-bench flag (see --help)
+#
+# Steps: install ONNX Runtime (.onnxruntime/), make sure ResNet-18 is at .cache/models/resnet18.onnx,
+# build the release binaries, run target/release/oxserve-bench. Output: `BENCH {json}` lines as
+# each case finishes, then tables and the issue's targets.
+#
+# ResNet-18 is exported from torchvision (random weights, fixed seed) the first time. When
+# `python3 -c 'import torch, torchvision'` fails, that creates a venv in .cache/venv and installs
+# torch, torchvision and onnx from PyPI: a ONE-TIME step of several minutes and ~5-6 GB of disk.
+# Runs with `--models digits` skip it.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/install-onnxruntime.sh
+
+resnet=.cache/models/resnet18.onnx
+case " $* " in
+  *" --models "*|*" --models="*) wants_resnet=$([[ " $* " == *resnet18* ]] && echo yes || echo no) ;;
+  *) wants_resnet=yes ;;
+esac
+if [ "$wants_resnet" = yes ] && [ ! -f "$resnet" ]; then
+  python=python3
+  if ! "$python" -c 'import torch, torchvision' >/dev/null 2>&1; then
+    if [ ! -x .cache/venv/bin/python ] || ! .cache/venv/bin/python -c 'import torch, torchvision' >/dev/null 2>&1; then
+      echo "ResNet-18 must be exported once: installing torch + torchvision from PyPI into .cache/venv (minutes, ~5-6 GB)" >&2
+      python3 -m venv .cache/venv
+      .cache/venv/bin/python -m pip install --quiet --upgrade pip
+      .cache/venv/bin/python -m pip install --quiet torch torchvision onnx onnxscript
+    fi
+    python=.cache/venv/bin/python
+  fi
+  "$python" scripts/export/export_resnet18.py --output "$resnet"
+fi
+
+cargo build --release --quiet -p oxserve -p oxserve-bench
+exec target/release/oxserve-bench "$@"

@@ -1,0 +1,126 @@
+//! The limit: bare ONNX Runtime running the graph on ready tensors (pre-processed once), with the
+//! sessions the server would build — `oxserve::runtime::build_session` with the server's default
+//! session count and intra-op threads — each session looping on its own thread. No HTTP, no
+//! queue, no decode: whatever oxserve adds on top shows as the distance to these figures.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ort::session::Session;
+use ort::value::TensorRef;
+use oxserve::runtime::{build_session, SessionSettings};
+
+use crate::models::Model;
+use crate::report::{BareCase, Latency};
+
+/// How the server would run a model by default, and so how the limit is measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions {
+    pub count: usize,
+    pub intra_op_threads: usize,
+}
+
+impl Sessions {
+    /// What `oxserve::server::default_settings` gives a model whose archive sets no workers or
+    /// threads (the archives the harness packs set neither).
+    pub fn server_default() -> anyhow::Result<Sessions> {
+        let config = oxserve::config::Config::from_properties(
+            Default::default(),
+            &oxserve::config::Cli::default(),
+        )?;
+        let settings = oxserve::server::default_settings(&config);
+        Ok(Sessions {
+            count: settings.min_workers.max(1),
+            intra_op_threads: settings.intra_op_threads,
+        })
+    }
+}
+
+/// Runs `batch`-row inputs through `sessions.count` sessions in closed loops: `warmup`, then
+/// `duration` measured. Latency is one `session.run` including input binding and output read.
+pub fn measure(
+    model: &Model,
+    batch: usize,
+    phase: &'static str,
+    sessions: Sessions,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<BareCase> {
+    let graph = std::fs::read(&model.graph)
+        .with_context(|| format!("reading {}", model.graph.display()))?;
+    let settings = SessionSettings {
+        intra_op_threads: sessions.intra_op_threads,
+        // The server never spins (model.rs); spinning would flatter the limit.
+        spinning: false,
+    };
+    let (shape, data) = model.ready_batch(batch);
+    // Sessions are built before the clock starts, as the server builds them before serving.
+    let built = (0..sessions.count)
+        .map(|_| build_session(&graph, &settings))
+        .collect::<Result<Vec<_>, _>>()?;
+    let measured_from = Instant::now() + warmup;
+    let end = measured_from + duration;
+    let per_session: Vec<anyhow::Result<Vec<Duration>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = built
+            .into_iter()
+            .map(|session| {
+                let (shape, data) = (&shape, &data);
+                scope.spawn(move || session_loop(session, shape, data, measured_from, end))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a bare session thread panicked")))
+            })
+            .collect()
+    });
+    let mut samples = Vec::new();
+    for result in per_session {
+        samples.extend(result?);
+    }
+    let runs = samples.len() as u64;
+    Ok(BareCase {
+        model: model.name.clone(),
+        batch,
+        phase,
+        sessions: sessions.count,
+        intra_op_threads: sessions.intra_op_threads,
+        runs,
+        items_per_s: (runs as usize * batch) as f64 / duration.as_secs_f64(),
+        latency: Latency::from_samples(&mut samples),
+    })
+}
+
+/// One session's closed loop; returns the latencies of the runs that ended inside the window
+/// (counting completions, as the load generator does, so both sides are measured alike).
+fn session_loop(
+    mut session: Session,
+    shape: &[usize],
+    data: &[f32],
+    measured_from: Instant,
+    end: Instant,
+) -> anyhow::Result<Vec<Duration>> {
+    let input_name = session
+        .inputs()
+        .first()
+        .map(|input| input.name().to_string())
+        .context("the graph has no input")?;
+    let mut samples = Vec::new();
+    loop {
+        let started = Instant::now();
+        if started >= end {
+            return Ok(samples);
+        }
+        let input = TensorRef::from_array_view((shape.to_vec(), data))?;
+        let outputs = session.run(ort::inputs![input_name.as_str() => input])?;
+        let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+        std::hint::black_box(values.first());
+        let finished = Instant::now();
+        if finished >= measured_from && finished <= end {
+            samples.push(finished - started);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The server sweep: for one model and one batch size, pack the archive, start a fresh oxserve
+//! process on it, run every concurrency against it (warm-up, then the measured window) while
+//! sampling the server's RSS and CPU beside the load, and relate each result to the bare limit.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::load::{self, LoadSpec, Window};
+use crate::models::Model;
+use crate::report::{Latency, ServerCase};
+use crate::server::{cpu_seconds, rss_mib, Binaries, ServerProcess};
+
+/// Per-case timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub duration: Duration,
+}
+
+/// What one sweep runs.
+pub struct Sweep<'a> {
+    pub model: &'a Model,
+    pub batch_size: usize,
+    /// `maxBatchDelay` written into model-config.yaml, in ms.
+    pub max_batch_delay_ms: u64,
+    pub concurrencies: &'a [usize],
+    pub timing: Timing,
+}
+
+/// Runs the sweep. The cases come back without their ratios to the limit: the caller measures the
+/// limit after the sweep too and then fills them in ([`ServerCase::relate`]).
+pub fn run_sweep(
+    binaries: &Binaries,
+    runtime: &tokio::runtime::Runtime,
+    sweep: &Sweep,
+) -> anyhow::Result<Vec<ServerCase>> {
+    let store = tempfile::Builder::new()
+        .prefix("oxserve-bench-store-")
+        .tempdir()?;
+    let name = &sweep.model.name;
+    // Only the batching keys: workers and threads stay the server's defaults, as in the bare run.
+    let model_config = format!(
+        "batchSize: {}\nmaxBatchDelay: {}\n",
+        sweep.batch_size, sweep.max_batch_delay_ms
+    );
+    sweep.model.pack_into(store.path(), name, &model_config)?;
+    let mut server = ServerProcess::start(binaries, store.path(), &[])?;
+    let mut cases = Vec::new();
+    for &concurrency in sweep.concurrencies {
+        eprintln!(
+            "  oxserve {name} batch_size={} concurrency={concurrency} ...",
+            sweep.batch_size
+        );
+        let case = run_case(runtime, &server, sweep, concurrency)?;
+        server.check_alive()?;
+        cases.push(case);
+    }
+    let (errors, warnings) = server.log_problems();
+    if errors + warnings > 0 {
+        eprintln!(
+            "  note: the server logged {errors} ERROR and {warnings} WARN lines; last lines:\n{}",
+            server.log_tail()
+        );
+    }
+    server.stop()?;
+    Ok(cases)
+}
+
+/// One concurrency: load, RSS sampling and CPU accounting run side by side on the harness's
+/// single-threaded runtime.
+fn run_case(
+    runtime: &tokio::runtime::Runtime,
+    server: &ServerProcess,
+    sweep: &Sweep,
+    concurrency: usize,
+) -> anyhow::Result<ServerCase> {
+    let name = &sweep.model.name;
+    let pid = server.pid();
+    let (batches_before, rows_before) = server.batch_counters(name)?;
+    let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
+    let spec = LoadSpec {
+        address: server.inference,
+        path: format!("/predictions/{name}"),
+        body: sweep.model.body.clone(),
+        concurrency,
+    };
+    let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
+        tokio::join!(
+            load::drive(spec, window),
+            sample_rss(pid, window),
+            cpu_during(pid, window)
+        )
+    });
+    let (batches_after, rows_after) = server.batch_counters(name)?;
+    if let Some(error) = &outcome.first_error {
+        eprintln!("  {} errors; the first: {error}", outcome.errors);
+    }
+    let mut latencies = outcome.latencies;
+    let requests = latencies.len() as u64;
+    let seconds = sweep.timing.duration.as_secs_f64();
+    let rps = requests as f64 / seconds;
+    let latency = Latency::from_samples(&mut latencies);
+    let (server_cpu_cores, client_cpu_cores) = cpu.context("reading CPU times from /proc")?;
+    Ok(ServerCase {
+        model: name.clone(),
+        batch_size: sweep.batch_size,
+        concurrency,
+        seconds,
+        requests,
+        rps,
+        latency,
+        errors: outcome.errors,
+        rss_max_mib,
+        server_cpu_cores,
+        client_cpu_cores,
+        client_us_per_request: client_cpu_cores * seconds * 1e6 / requests.max(1) as f64,
+        mean_batch_rows: (rows_after - rows_before) / (batches_after - batches_before).max(1.0),
+        bare_items_per_s: f64::NAN,
+        bare_p50_ms: f64::NAN,
+        bare_drift: f64::NAN,
+        throughput_ratio: f64::NAN,
+        p50_delta_ms: f64::NAN,
+    })
+}
+
+/// Highest VmRSS of the server from the start of the warm-up to the end of the window, read every
+/// 20 ms (a /proc read costs microseconds).
+async fn sample_rss(pid: u32, window: Window) -> f64 {
+    let mut highest: f64 = 0.0;
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    while Instant::now() < window.to {
+        ticker.tick().await;
+        if let Ok(rss) = rss_mib(pid) {
+            highest = highest.max(rss);
+        }
+    }
+    highest
+}
+
+/// CPU used inside the window, in cores, by the server and by this harness.
+async fn cpu_during(pid: u32, window: Window) -> anyhow::Result<(f64, f64)> {
+    tokio::time::sleep_until(window.from.into()).await;
+    let (server_from, client_from, from) =
+        (cpu_seconds(Some(pid))?, cpu_seconds(None)?, Instant::now());
+    tokio::time::sleep_until(window.to.into()).await;
+    let (server_to, client_to) = (cpu_seconds(Some(pid))?, cpu_seconds(None)?);
+    let wall = from.elapsed().as_secs_f64();
+    Ok((
+        (server_to - server_from) / wall,
+        (client_to - client_from) / wall,
+    ))
+}

@@ -1,0 +1,217 @@
+//! `oxserve-bench`: measures oxserve against the physical limit, bare ONNX Runtime on the same
+//! graph with the same session settings, in one run on one machine, and reports every figure
+//! as a ratio to that limit (shared machines drift; ratios taken in the same run hold).
+//!
+//! Run it through `bench/run.sh`, which installs ONNX Runtime, exports ResNet-18 when missing and
+//! builds the release binaries first.
+//!
+//! # Layout
+//! - [`models`]: the digits CNN and ResNet-18: request bodies, ready tensors, archives.
+//! - [`bare`]: the limit, bare ONNX Runtime on ready tensors.
+//! - [`server`]: the oxserve process under test: spawn, stop, RSS and CPU from /proc.
+//! - [`load`]: the closed-loop HTTP load generator.
+//! - [`cases`]: the server sweep over concurrencies, with samplers beside the load.
+//! - [`probes`]: pre-processing cost, cold start, memory with two models.
+//! - [`report`]: `BENCH {json}` lines, tables, and the summary against the targets.
+
+mod bare;
+mod cases;
+mod load;
+mod models;
+mod probes;
+mod report;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use crate::bare::Sessions;
+use crate::cases::{Sweep, Timing};
+use crate::models::Model;
+use crate::report::{BareCase, ServerCase};
+use crate::server::Binaries;
+
+/// Benchmark oxserve against bare ONNX Runtime on the same graphs (issue 6).
+#[derive(Parser, Debug)]
+#[command(name = "oxserve-bench")]
+struct Args {
+    /// Smoke run for CI: seconds in all (0.2 s warm-up, 0.5 s per case, concurrency 1 and 16,
+    /// one cold start, few pre-processing runs). Its figures are too short to quote.
+    #[arg(long)]
+    quick: bool,
+    /// Warm-up before each measured window, in seconds [default: 1.5, or 0.2 with --quick].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Measured window of each case, in seconds [default: 5, or 0.5 with --quick].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Concurrent clients, comma-separated [default: 1,4,16,64, or 1,16 with --quick].
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Server batch sizes (model-config.yaml `batchSize`) and bare batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch_sizes: Vec<usize>,
+    /// Models to measure: digits, resnet18.
+    #[arg(long, value_delimiter = ',', default_value = "digits,resnet18")]
+    models: Vec<String>,
+    /// `maxBatchDelay` in the archives, in ms (with oxserve's default eager batching a lone
+    /// request never waits for it).
+    #[arg(long, default_value_t = 5)]
+    max_batch_delay: u64,
+    /// The ResNet-18 graph [default: <root>/.cache/models/resnet18.onnx].
+    #[arg(long)]
+    resnet: Option<PathBuf>,
+    /// The oxserve binary under test [default: <root>/target/release/oxserve].
+    #[arg(long)]
+    oxserve: Option<PathBuf>,
+    /// The repository root [default: the checkout this binary was built from].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Skip the pre-processing, cold-start and memory measurements.
+    #[arg(long)]
+    no_probes: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = match &args.root {
+        Some(root) => root.clone(),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("the bench crate has no parent folder")?
+            .to_path_buf(),
+    };
+    let timing = Timing {
+        warmup: seconds(args.warmup.unwrap_or(if args.quick { 0.2 } else { 1.5 }))?,
+        duration: seconds(args.duration.unwrap_or(if args.quick { 0.5 } else { 5.0 }))?,
+    };
+    let concurrencies = match (args.concurrency.is_empty(), args.quick) {
+        (false, _) => args.concurrency.clone(),
+        (true, true) => vec![1, 16],
+        (true, false) => vec![1, 4, 16, 64],
+    };
+    let binaries = binaries(&root, args.oxserve.clone())?;
+    // The bare runs load the very library the server is given.
+    oxserve::runtime::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
+    let sessions = Sessions::server_default()?;
+    let models = load_models(&root, &args)?;
+    report::emit(
+        "meta",
+        &serde_json::json!({
+            "quick": args.quick,
+            "cores": oxserve::config::Config::cores(),
+            "sessions": sessions.count,
+            "intra_op_threads": sessions.intra_op_threads,
+            "warmup_s": timing.warmup.as_secs_f64(),
+            "duration_s": timing.duration.as_secs_f64(),
+            "concurrency": concurrencies,
+            "batch_sizes": args.batch_sizes,
+            "load_average": server::load_average(),
+            "ort_library": binaries.ort_library.display().to_string(),
+        }),
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut bare_cases: Vec<BareCase> = Vec::new();
+    let mut server_cases: Vec<ServerCase> = Vec::new();
+    for model in &models {
+        for &batch in &args.batch_sizes {
+            // The limit is measured just before and just after the sweep it is compared with,
+            // so that a machine whose speed changes in between shows as drift, not as a ratio.
+            let bare_run = |phase| -> anyhow::Result<BareCase> {
+                eprintln!(
+                    "bare ONNX Runtime: {} batch {batch} ({phase}) ...",
+                    model.name
+                );
+                let case = bare::measure(
+                    model,
+                    batch,
+                    phase,
+                    sessions,
+                    timing.warmup,
+                    timing.duration,
+                )?;
+                report::emit("bare", &case);
+                Ok(case)
+            };
+            let before = bare_run("before")?;
+            eprintln!("oxserve: {} batch_size {batch}", model.name);
+            let sweep = Sweep {
+                model,
+                batch_size: batch,
+                max_batch_delay_ms: args.max_batch_delay,
+                concurrencies: &concurrencies,
+                timing,
+            };
+            let mut cases = cases::run_sweep(&binaries, &runtime, &sweep)?;
+            let after = bare_run("after")?;
+            for case in &mut cases {
+                case.relate(&before, &after);
+                report::emit("server", case);
+            }
+            bare_cases.extend([before, after]);
+            server_cases.extend(cases);
+        }
+    }
+
+    let probes = if args.no_probes {
+        None
+    } else {
+        Some(probes::run_all(&binaries, &root, &models, args.quick)?)
+    };
+
+    report::print_bare(&bare_cases);
+    report::print_server(&server_cases);
+    if args.quick {
+        println!(
+            "\n(--quick: windows too short for the figures below to mean anything; a smoke run)"
+        );
+    }
+    report::print_targets(&server_cases, probes.as_ref());
+    println!(
+        "\nload average at the end: {} (figures from a busy machine are not final)",
+        server::load_average()
+    );
+    Ok(())
+}
+
+fn seconds(value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).context("durations must be positive numbers of seconds")
+}
+
+/// The binary under test and the ONNX Runtime library both sides use.
+fn binaries(root: &Path, oxserve: Option<PathBuf>) -> anyhow::Result<Binaries> {
+    let oxserve = oxserve.unwrap_or_else(|| root.join("target/release/oxserve"));
+    if !oxserve.is_file() {
+        bail!(
+            "{} not found: build it with `cargo build --release` (bench/run.sh does)",
+            oxserve.display()
+        );
+    }
+    let (ort_library, _) = oxserve_archiver::runtime::locate(None)?;
+    Ok(Binaries {
+        oxserve,
+        ort_library,
+    })
+}
+
+fn load_models(root: &Path, args: &Args) -> anyhow::Result<Vec<Model>> {
+    args.models
+        .iter()
+        .map(|name| match name.as_str() {
+            "digits" => Model::digits(root),
+            "resnet18" => Model::resnet18(
+                root,
+                args.resnet
+                    .clone()
+                    .unwrap_or_else(|| root.join(".cache/models/resnet18.onnx")),
+            ),
+            other => bail!("unknown model {other:?}: digits or resnet18"),
+        })
+        .collect()
+}

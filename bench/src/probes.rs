@@ -1,0 +1,257 @@
+//! The other targets, each a short measurement of its own: what pre-processing one JPEG
+//! costs, how fast `oxserve --start` is healthy on the example store, and the RSS of a server
+//! holding two ResNet-18-sized models with two workers each.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::models::Model;
+use crate::report::{self, Latency};
+use crate::server::{free_ports, http_call, rss_mib, Binaries, ServerProcess};
+
+/// Pre-processing of one request body, as a worker does it.
+#[derive(Debug, Serialize)]
+pub struct PreprocessCost {
+    pub model: String,
+    pub input_bytes: usize,
+    pub iterations: usize,
+    /// Decode and colour conversion.
+    pub decode: Latency,
+    /// Resize, crop and normalise into the float tensor.
+    pub resize_normalize: Latency,
+    pub total: Latency,
+}
+
+/// Times `oxserve::handler::image::{decode, preprocess}` on the model's request body.
+pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<PreprocessCost> {
+    use oxserve::handler::image::{decode, preprocess};
+    // Warm caches and the allocator first, as a running worker has.
+    for _ in 0..iterations.min(10) {
+        let pixels = decode(&model.body, &model.preprocess, true)?;
+        std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
+    }
+    let (mut decode_times, mut resize_times, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let pixels = decode(&model.body, &model.preprocess, true)?;
+        let decoded = Instant::now();
+        std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
+        let finished = Instant::now();
+        decode_times.push(decoded - started);
+        resize_times.push(finished - decoded);
+        totals.push(finished - started);
+    }
+    Ok(PreprocessCost {
+        model: model.name.clone(),
+        input_bytes: model.body.len(),
+        iterations,
+        decode: Latency::from_samples(&mut decode_times),
+        resize_normalize: Latency::from_samples(&mut resize_times),
+        total: Latency::from_samples(&mut totals),
+    })
+}
+
+/// `oxserve --start` on the example store, until it has answered /ping (which is when `--start`
+/// returns), then `--stop`.
+#[derive(Debug, Serialize)]
+pub struct ColdStart {
+    pub runs_ms: Vec<f64>,
+    pub median_ms: f64,
+    pub stop_ms: Vec<f64>,
+}
+
+/// Runs the start/stop cycle `runs` times. Each run has its own ports, pid file and working
+/// folder (`--start` writes `logs/` into it), so nothing clashes with another oxserve.
+pub fn cold_start(binaries: &Binaries, root: &Path, runs: usize) -> anyhow::Result<ColdStart> {
+    let store = root.join("model-store");
+    let (mut runs_ms, mut stop_ms) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let dir = tempfile::Builder::new()
+            .prefix("oxserve-bench-cold-")
+            .tempdir()?;
+        let [inference, management, metrics] = free_ports()?;
+        let config = dir.path().join("config.properties");
+        std::fs::write(
+            &config,
+            format!("inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\n"),
+        )?;
+        let pid_file = dir.path().join("oxserve.pid");
+        let oxserve = |action: &str| {
+            let mut command = Command::new(&binaries.oxserve);
+            command
+                .arg(action)
+                .arg("--pid-file")
+                .arg(&pid_file)
+                .current_dir(dir.path())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            command
+        };
+        let started = Instant::now();
+        let output = oxserve("--start")
+            .args(["--ncs", "--models", "mnist.mar", "--model-store"])
+            .arg(&store)
+            .arg("--ts-config")
+            .arg(&config)
+            .arg("--ort-library")
+            .arg(&binaries.ort_library)
+            .output()
+            .context("running oxserve --start")?;
+        let elapsed = started.elapsed();
+        let healthy = matches!(http_call(inference, "GET", "/ping", &[]), Ok((200, _)));
+        let stopping = Instant::now();
+        let stopped = oxserve("--stop")
+            .output()
+            .context("running oxserve --stop")?;
+        stop_ms.push(stopping.elapsed().as_secs_f64() * 1e3);
+        if !output.status.success() || !healthy {
+            bail!(
+                "oxserve --start failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        if !stopped.status.success() {
+            bail!(
+                "oxserve --stop failed: {}",
+                String::from_utf8_lossy(&stopped.stderr)
+            );
+        }
+        runs_ms.push(elapsed.as_secs_f64() * 1e3);
+    }
+    let mut sorted = runs_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(ColdStart {
+        median_ms: sorted.get(sorted.len() / 2).copied().unwrap_or_default(),
+        runs_ms,
+        stop_ms,
+    })
+}
+
+/// RSS of one server holding two copies of a model, two workers each.
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    pub model: String,
+    pub models: usize,
+    pub workers_each: usize,
+    /// Once /ping is healthy: every session built, nothing run yet.
+    pub rss_loaded_mib: f64,
+    /// After every worker has run requests (ONNX Runtime's arenas are allocated by then).
+    pub rss_serving_mib: f64,
+}
+
+/// Loads `model` twice (as `<name>_a` and `<name>_b`, two workers each), then sends each model
+/// requests from two threads at once so that both of its workers run.
+pub fn two_models(binaries: &Binaries, model: &Model) -> anyhow::Result<Memory> {
+    const WORKERS: usize = 2;
+    let store = tempfile::Builder::new()
+        .prefix("oxserve-bench-memory-")
+        .tempdir()?;
+    let names = [format!("{}_a", model.name), format!("{}_b", model.name)];
+    for name in &names {
+        model.pack_into(
+            store.path(),
+            name,
+            &format!("minWorkers: {WORKERS}\nmaxWorkers: {WORKERS}\n"),
+        )?;
+    }
+    let mut server = ServerProcess::start(binaries, store.path(), &[])?;
+    let rss_loaded_mib = rss_mib(server.pid())?;
+    let inference = server.inference;
+    let answers: Vec<anyhow::Result<u16>> = std::thread::scope(|scope| {
+        let senders: Vec<_> = names
+            .iter()
+            .flat_map(|name| std::iter::repeat_n(name, WORKERS))
+            .map(|name| {
+                scope.spawn(move || -> anyhow::Result<u16> {
+                    let mut last = 0;
+                    for _ in 0..4 {
+                        last = http_call(
+                            inference,
+                            "POST",
+                            &format!("/predictions/{name}"),
+                            &model.body,
+                        )?
+                        .0;
+                    }
+                    Ok(last)
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|sender| {
+                sender
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a request thread panicked")))
+            })
+            .collect()
+    });
+    for answer in answers {
+        let status = answer?;
+        if status != 200 {
+            bail!("the memory probe's request got HTTP {status}");
+        }
+    }
+    // Let freed buffers settle before reading.
+    std::thread::sleep(Duration::from_millis(100));
+    let rss_serving_mib = rss_mib(server.pid())?;
+    server.check_alive()?;
+    server.stop()?;
+    Ok(Memory {
+        model: model.name.clone(),
+        models: names.len(),
+        workers_each: WORKERS,
+        rss_loaded_mib,
+        rss_serving_mib,
+    })
+}
+
+/// The probes' results, for the summary.
+pub struct Probes {
+    pub preprocess: Option<PreprocessCost>,
+    pub cold_start: ColdStart,
+    pub memory: Option<Memory>,
+}
+
+/// Runs every probe that the chosen models allow, emitting each result as a `BENCH` line.
+pub fn run_all(
+    binaries: &Binaries,
+    root: &Path,
+    models: &[Model],
+    quick: bool,
+) -> anyhow::Result<Probes> {
+    let resnet = models.iter().find(|model| model.name == "resnet18");
+    let preprocess = match resnet {
+        Some(model) => {
+            eprintln!("pre-processing one {}-byte JPEG ...", model.body.len());
+            let cost = preprocess_cost(model, if quick { 20 } else { 300 })?;
+            report::emit("preprocess", &cost);
+            Some(cost)
+        }
+        None => None,
+    };
+    eprintln!("cold start: oxserve --start on model-store/ ...");
+    let cold_start = cold_start(binaries, root, if quick { 1 } else { 5 })?;
+    report::emit("cold_start", &cold_start);
+    let memory = match resnet {
+        Some(model) => {
+            eprintln!("memory: two {} models, two workers each ...", model.name);
+            let memory = two_models(binaries, model)?;
+            report::emit("memory", &memory);
+            Some(memory)
+        }
+        None => None,
+    };
+    Ok(Probes {
+        preprocess,
+        cold_start,
+        memory,
+    })
+}

@@ -1,0 +1,300 @@
+//! What a run found, in two forms: one `BENCH {json}` line per measurement, printed as soon as it
+//! is complete (server cases once the limit after their sweep is known; machine-readable, stable
+//! keys, for the lead's scripts and CI), and human-readable
+//! tables and the issue's targets at the end. Pure formatting: nothing here measures anything.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::probes::Probes;
+
+/// Latency summary of one measurement, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles (no interpolation: every figure is a latency that happened).
+    pub fn from_samples(samples: &mut [Duration]) -> Latency {
+        if samples.is_empty() {
+            return Latency::default();
+        }
+        samples.sort_unstable();
+        let ms = |duration: Duration| duration.as_secs_f64() * 1e3;
+        let rank = |quantile: f64| {
+            let index = (quantile * samples.len() as f64).ceil() as usize;
+            ms(samples[index.clamp(1, samples.len()) - 1])
+        };
+        let total: Duration = samples.iter().sum();
+        Latency {
+            mean_ms: ms(total) / samples.len() as f64,
+            p50_ms: rank(0.50),
+            p90_ms: rank(0.90),
+            p99_ms: rank(0.99),
+            max_ms: ms(samples[samples.len() - 1]),
+        }
+    }
+}
+
+/// The limit: bare ONNX Runtime on ready tensors.
+#[derive(Debug, Clone, Serialize)]
+pub struct BareCase {
+    pub model: String,
+    pub batch: usize,
+    /// `before` or `after` the server sweep it brackets.
+    pub phase: &'static str,
+    pub sessions: usize,
+    pub intra_op_threads: usize,
+    pub runs: u64,
+    pub items_per_s: f64,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+/// oxserve over HTTP at a fixed concurrency, with its ratios to the limit.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerCase {
+    pub model: String,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub rps: f64,
+    #[serde(flatten)]
+    pub latency: Latency,
+    /// Answers other than 200, plus requests that got no answer (connection errors).
+    pub errors: u64,
+    /// Highest VmRSS of the server process seen while the case ran.
+    pub rss_max_mib: f64,
+    /// CPU the server process used during the measured window, in cores (2.0 = both cores busy).
+    pub server_cpu_cores: f64,
+    /// CPU this harness (the load generator) used during the window, in cores: the honest cost of
+    /// measuring on the same machine.
+    pub client_cpu_cores: f64,
+    /// The same, per answered request, in microseconds of CPU.
+    pub client_us_per_request: f64,
+    /// Rows per batch the server ran (its metrics, over warm-up and window).
+    pub mean_batch_rows: f64,
+    /// The limit at the same batch size: the mean of the bare runs before and after the sweep.
+    pub bare_items_per_s: f64,
+    pub bare_p50_ms: f64,
+    /// Bare items/s after the sweep over before it: far from 1.0, the machine's speed changed
+    /// during the sweep and its ratios are not to be trusted.
+    pub bare_drift: f64,
+    /// rps / bare items/s at the same batch size.
+    pub throughput_ratio: f64,
+    /// p50 - bare p50 at the same batch size.
+    pub p50_delta_ms: f64,
+}
+
+impl ServerCase {
+    /// Fills in the ratios to the limit measured around this case's sweep.
+    pub fn relate(&mut self, before: &BareCase, after: &BareCase) {
+        self.bare_items_per_s = (before.items_per_s + after.items_per_s) / 2.0;
+        self.bare_p50_ms = (before.latency.p50_ms + after.latency.p50_ms) / 2.0;
+        self.bare_drift = after.items_per_s / before.items_per_s;
+        self.throughput_ratio = self.rps / self.bare_items_per_s;
+        self.p50_delta_ms = self.latency.p50_ms - self.bare_p50_ms;
+    }
+}
+
+/// Prints one machine-readable line: `BENCH {"kind": ..., ...}`.
+pub fn emit(kind: &str, value: &impl Serialize) {
+    let mut json = serde_json::json!({ "kind": kind });
+    if let (Some(object), Ok(serde_json::Value::Object(fields))) =
+        (json.as_object_mut(), serde_json::to_value(value))
+    {
+        object.extend(fields);
+    }
+    println!("BENCH {json}");
+}
+
+/// The table of bare runs.
+pub fn print_bare(cases: &[BareCase]) {
+    println!("\nBare ONNX Runtime on ready tensors (the limit)");
+    println!(
+        "{:<10} {:>5} {:>6} {:>9} {:>11} {:>9} {:>9} {:>9}",
+        "model", "batch", "phase", "sessions", "items/s", "p50 ms", "p90 ms", "p99 ms"
+    );
+    for case in cases {
+        println!(
+            "{:<10} {:>5} {:>6} {:>5}x{:<3} {:>11.1} {:>9.3} {:>9.3} {:>9.3}",
+            case.model,
+            case.batch,
+            case.phase,
+            case.sessions,
+            case.intra_op_threads,
+            case.items_per_s,
+            case.latency.p50_ms,
+            case.latency.p90_ms,
+            case.latency.p99_ms
+        );
+    }
+}
+
+/// The table of server cases.
+pub fn print_server(cases: &[ServerCase]) {
+    println!(
+        "\noxserve over HTTP, closed loop (ratio = rps / bare items/s at the same batch size; drift = bare items/s after the sweep / before it)"
+    );
+    println!(
+        "{:<10} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>9} {:>6}",
+        "model",
+        "batch",
+        "conc",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "RSS MiB",
+        "srvCPU",
+        "cliCPU",
+        "rows/b",
+        "ratio",
+        "Δp50 ms",
+        "drift"
+    );
+    for case in cases {
+        println!(
+            "{:<10} {:>5} {:>5} {:>9.1} {:>9.3} {:>9.3} {:>9.3} {:>6} {:>8.1} {:>6.2} {:>6.2} {:>6.2} {:>6.3} {:>9.3} {:>6.2}",
+            case.model,
+            case.batch_size,
+            case.concurrency,
+            case.rps,
+            case.latency.p50_ms,
+            case.latency.p90_ms,
+            case.latency.p99_ms,
+            case.errors,
+            case.rss_max_mib,
+            case.server_cpu_cores,
+            case.client_cpu_cores,
+            case.mean_batch_rows,
+            case.throughput_ratio,
+            case.p50_delta_ms,
+            case.bare_drift
+        );
+    }
+}
+
+/// A figure against its target from issue 6, for the closing summary.
+pub fn print_target(name: &str, measured: &str, target: &str, met: bool) {
+    let verdict = if met { "meets" } else { "MISSES" };
+    println!("  {name:<44} {measured:>14}   target {target:<12} {verdict}");
+}
+
+/// The issue's targets, each against what this run measured.
+pub fn print_targets(server: &[ServerCase], probes: Option<&Probes>) {
+    println!("\nTargets (issue 6)");
+    let drifting = server
+        .iter()
+        .filter(|case| (case.bare_drift - 1.0).abs() > 0.10)
+        .count();
+    if drifting > 0 {
+        println!("  warning: during {drifting} cases the bare limit moved by more than 10 % (the drift column): the machine's speed changed, so their ratios are unreliable");
+    }
+    let best_ratio = |model: &str| {
+        server
+            .iter()
+            .filter(|case| case.model == model && case.concurrency >= 16)
+            .map(|case| case.throughput_ratio)
+            .fold(None, |best: Option<f64>, ratio| {
+                Some(best.map_or(ratio, |best| best.max(ratio)))
+            })
+    };
+    let find = |model: &str, batch_size: usize, concurrency: usize| {
+        server.iter().find(|case| {
+            case.model == model && case.batch_size == batch_size && case.concurrency == concurrency
+        })
+    };
+    if let Some(ratio) = best_ratio("resnet18") {
+        let measured = format!("{ratio:.3}x");
+        print_target(
+            "resnet18 saturated (best C>=16) / bare",
+            &measured,
+            ">= 0.90x",
+            ratio >= 0.90,
+        );
+    }
+    if let Some(case) = find("digits", 1, 1) {
+        let measured = format!("{:+.3} ms", case.p50_delta_ms);
+        print_target(
+            "digits C=1 p50 - bare p50",
+            &measured,
+            "<= 0.2 ms",
+            case.p50_delta_ms <= 0.2,
+        );
+    }
+    if let Some(ratio) = best_ratio("digits") {
+        let measured = format!("{ratio:.3}x");
+        print_target(
+            "digits saturated (best C>=16) / bare",
+            &measured,
+            ">= 0.80x",
+            ratio >= 0.80,
+        );
+    }
+    if let (Some(one), Some(eight)) = (find("resnet18", 1, 16), find("resnet18", 8, 16)) {
+        let measured = format!("{:.1} vs {:.1}", eight.rps, one.rps);
+        print_target(
+            "resnet18 C=16 req/s: batch 8 vs batch 1",
+            &measured,
+            "8 > 1",
+            eight.rps > one.rps,
+        );
+    }
+    let Some(probes) = probes else {
+        return;
+    };
+    if let Some(cost) = &probes.preprocess {
+        let measured = format!("{:.3} ms", cost.total.p50_ms);
+        print_target(
+            "720x720 JPEG pre-processing (median)",
+            &measured,
+            "<= 1.5 ms",
+            cost.total.p50_ms <= 1.5,
+        );
+    }
+    let measured = format!("{:.0} ms", probes.cold_start.median_ms);
+    print_target(
+        "cold start, --start to /ping (median)",
+        &measured,
+        "<= 500 ms",
+        probes.cold_start.median_ms <= 500.0,
+    );
+    if let Some(memory) = &probes.memory {
+        let rss = memory.rss_serving_mib.max(memory.rss_loaded_mib);
+        let measured = format!("{rss:.0} MiB");
+        print_target(
+            "RSS, 2 x resnet18 x 2 workers, serving",
+            &measured,
+            "<= 350 MiB",
+            rss <= 350.0,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let latency = Latency::from_samples(&mut samples);
+        assert_eq!(latency.p50_ms, 50.0);
+        assert_eq!(latency.p90_ms, 90.0);
+        assert_eq!(latency.p99_ms, 99.0);
+        assert_eq!(latency.max_ms, 100.0);
+        assert!((latency.mean_ms - 50.5).abs() < 1e-9);
+        let mut one = vec![Duration::from_millis(7)];
+        assert_eq!(Latency::from_samples(&mut one).p99_ms, 7.0);
+        assert_eq!(Latency::from_samples(&mut []).p50_ms, 0.0);
+    }
+}
