@@ -32,8 +32,10 @@ use tracing_subscriber::{Layer, Registry};
 
 use crate::config::Config;
 
-/// The filter when `--log-config` gives none.
-const DEFAULT_FILTER: &str = "info,ort=warn";
+/// The filter when `--log-config` gives none. Per-request lines (access log, metrics) go to their
+/// own files only: TorchServe also echoes them to the console and ts_log.log, which costs a
+/// formatted write per request on the hot path; `--log-config info` brings the echo back.
+const DEFAULT_FILTER: &str = "info,ort=warn,ACCESS_LOG=warn,TS_METRICS=warn,MODEL_METRICS=warn";
 
 /// Targets whose events also go to `model_log.log` (TorchServe's backend worker output).
 const MODEL_TARGETS: &[&str] = &["oxserve::worker", "oxserve::handler", "ort"];

@@ -95,7 +95,13 @@ pub fn cold_start(binaries: &Binaries, root: &Path, runs: usize) -> anyhow::Resu
         };
         let started = Instant::now();
         let output = oxserve("--start")
-            .args(["--ncs", "--models", "mnist.mar", "--model-store"])
+            .args([
+                "--ncs",
+                "--disable-token-auth",
+                "--models",
+                "mnist.mar",
+                "--model-store",
+            ])
             .arg(&store)
             .arg("--ts-config")
             .arg(&config)

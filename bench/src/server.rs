@@ -43,7 +43,7 @@ impl ServerProcess {
             .tempdir()?;
         let [inference, management, metrics] = free_ports()?;
         let mut properties = format!(
-            "inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\nmodel_store={}\nload_models=all\n",
+            "inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\nmodel_store={}\nload_models=all\ndisable_token_authorization=true\n",
             store.display()
         );
         for line in extra {

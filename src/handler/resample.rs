@@ -81,6 +81,38 @@ fn clip8(sum: i32) -> u8 {
     }
 }
 
+/// The horizontal pass for `C` interleaved channels: fixed-size accumulators, and taps and pixels
+/// walked together, so the inner loop has no index arithmetic or bounds checks.
+fn horizontal_pass<const C: usize>(
+    source_rows: &[u8],
+    temp: &mut [u8],
+    width: usize,
+    coefficients: &Coefficients,
+    window: Window,
+) {
+    let row_len = (window.x1 - window.x0) * C;
+    for (source, target) in source_rows
+        .chunks_exact(width * C)
+        .zip(temp.chunks_exact_mut(row_len))
+    {
+        for (out, slot) in (window.x0..window.x1).zip(target.chunks_exact_mut(C)) {
+            let (start, count) = coefficients.bounds[out];
+            let taps =
+                &coefficients.weights[out * coefficients.stride..out * coefficients.stride + count];
+            let pixels = &source[start * C..(start + count) * C];
+            let mut sums = [1i32 << (PRECISION_BITS - 1); C];
+            for (&weight, pixel) in taps.iter().zip(pixels.chunks_exact(C)) {
+                for channel in 0..C {
+                    sums[channel] += i32::from(pixel[channel]) * weight;
+                }
+            }
+            for channel in 0..C {
+                slot[channel] = clip8(sums[channel]);
+            }
+        }
+    }
+}
+
 /// A rectangle of the resized image, `x0..x1` × `y0..y1`.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -113,49 +145,45 @@ pub fn resize_window(
     };
     // Horizontal pass over the needed rows and the window's columns.
     let rows = last_row - first_row;
-    let mut temp = vec![0u8; rows * window_width * channels];
+    let row_len = window_width * channels;
+    let mut temp = vec![0u8; rows * row_len];
     if need_horizontal {
         let horizontal = coefficients(width, out_width);
-        for row in 0..rows {
-            let source = &data
-                [(first_row + row) * width * channels..(first_row + row + 1) * width * channels];
-            let target =
-                &mut temp[row * window_width * channels..(row + 1) * window_width * channels];
-            for (column, out) in (window.x0..window.x1).enumerate() {
-                let (start, count) = horizontal.bounds[out];
-                let taps =
-                    &horizontal.weights[out * horizontal.stride..out * horizontal.stride + count];
-                for channel in 0..channels {
-                    let mut sum: i32 = 1 << (PRECISION_BITS - 1);
-                    for (tap, &weight) in taps.iter().enumerate() {
-                        sum += i32::from(source[(start + tap) * channels + channel]) * weight;
-                    }
-                    target[column * channels + channel] = clip8(sum);
-                }
-            }
+        let source_rows = &data[first_row * width * channels..last_row * width * channels];
+        match channels {
+            3 => horizontal_pass::<3>(source_rows, &mut temp, width, &horizontal, window),
+            1 => horizontal_pass::<1>(source_rows, &mut temp, width, &horizontal, window),
+            _ => unreachable!("images are decoded to 1 or 3 channels"),
         }
     } else {
         for row in 0..rows {
             let source_start = ((first_row + row) * width + window.x0) * channels;
-            temp[row * window_width * channels..(row + 1) * window_width * channels]
-                .copy_from_slice(&data[source_start..source_start + window_width * channels]);
+            temp[row * row_len..(row + 1) * row_len]
+                .copy_from_slice(&data[source_start..source_start + row_len]);
         }
     }
     let Some(vertical) = vertical else {
         return temp;
     };
-    // Vertical pass over the window's rows.
-    let row_len = window_width * channels;
+    // Vertical pass over the window's rows, a whole row at a time: each tap adds one contiguous
+    // source row into the accumulators, which the compiler vectorises.
     let mut out = vec![0u8; (window.y1 - window.y0) * row_len];
+    let mut sums = vec![0i32; row_len];
     for (row, out_row) in (window.y0..window.y1).enumerate() {
         let (start, count) = vertical.bounds[out_row];
         let taps = &vertical.weights[out_row * vertical.stride..out_row * vertical.stride + count];
-        let target = &mut out[row * row_len..(row + 1) * row_len];
-        for (index, slot) in target.iter_mut().enumerate() {
-            let mut sum: i32 = 1 << (PRECISION_BITS - 1);
-            for (tap, &weight) in taps.iter().enumerate() {
-                sum += i32::from(temp[(start - first_row + tap) * row_len + index]) * weight;
+        sums.fill(1 << (PRECISION_BITS - 1));
+        for (tap, &weight) in taps.iter().enumerate() {
+            let source_row = start - first_row + tap;
+            let source = &temp[source_row * row_len..(source_row + 1) * row_len];
+            for (sum, &value) in sums.iter_mut().zip(source) {
+                *sum += i32::from(value) * weight;
             }
+        }
+        for (slot, &sum) in out[row * row_len..(row + 1) * row_len]
+            .iter_mut()
+            .zip(&sums)
+        {
             *slot = clip8(sum);
         }
     }
