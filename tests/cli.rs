@@ -68,6 +68,7 @@ async fn predict(dir: &Path, port: u16, path: &str, digit: u32) -> (u16, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_serves_the_named_models_and_stop_ends_the_server() {
     let (dir, port) = workspace();
+    let _stop = common::StopOnDrop::new(dir.path());
     let started = Instant::now();
     let output = oxserve(
         dir.path(),
@@ -150,6 +151,7 @@ async fn start_serves_the_named_models_and_stop_ends_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_all_loads_every_archive_in_the_store() {
     let (dir, port) = workspace();
+    let _stop = common::StopOnDrop::new(dir.path());
     let output = oxserve(
         dir.path(),
         &[

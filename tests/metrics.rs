@@ -386,6 +386,7 @@ async fn the_binary_writes_torchserves_log_files_where_the_environment_says() {
     )
     .unwrap();
     let (logs, metrics_logs) = (dir.path().join("my-logs"), dir.path().join("my-metrics"));
+    let _stop = common::StopOnDrop::new(dir.path());
     let oxserve = |args: &[&str]| {
         Command::new(OXSERVE)
             .args(args)

@@ -272,6 +272,7 @@ async fn every_acknowledged_model_survives_kill_9() {
         ),
     )
     .unwrap();
+    let _stop = common::StopOnDrop::new(dir.path());
     let mut server = start_foreground(dir.path());
     wait_healthy(inference).await;
     // A burst of registrations, killed without warning part-way through.

@@ -225,3 +225,28 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
         .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         .collect()
 }
+
+/// Stops a server started in the background (`oxserve --start`, or `--foreground` as a child) when
+/// the test ends, also when it fails part-way: no server outlives its test. The server must use
+/// `<dir>/oxserve.pid` as its pid file.
+pub struct StopOnDrop {
+    dir: PathBuf,
+}
+
+impl StopOnDrop {
+    pub fn new(dir: &Path) -> Self {
+        StopOnDrop {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_oxserve"))
+            .args(["--stop", "--pid-file"])
+            .arg(self.dir.join("oxserve.pid"))
+            .current_dir(&self.dir)
+            .output();
+    }
+}
