@@ -138,40 +138,24 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
             "Model \"{name}\" Version: {version} registered with 0 initial workers. Use scale workers API to add workers for the model."
         )));
     }
-    let start = {
-        let (state, model) = (Arc::clone(state), Arc::clone(&model));
-        async move {
-            let started = blocking({
-                let model = Arc::clone(&model);
-                move || model.start_workers()
-            })
-            .await;
-            if let Err(error) = &started {
-                // As TorchServe: a model whose workers cannot start is unregistered again.
-                tracing::error!(model = %model.name, version = %model.version, "workers failed to start: {error}");
-                let _ = state.registry.remove(&model.name, Some(&model.version));
-                blocking(move || {
-                    model.shutdown();
-                    Ok(())
-                })
-                .await
-                .ok();
-            }
-            state.changed().await;
-            started
-        }
-    };
-    if !params.synchronous {
-        tokio::spawn(start);
-        return Ok(Status::accepted());
+    match change_workers(
+        state,
+        &model,
+        params.synchronous,
+        true,
+        ModelVersion::start_workers,
+    )
+    .await
+    {
+        None => Ok(Status::accepted()),
+        Some(true) => Ok(Status::ok(format!(
+            "Model \"{name}\" Version: {version} registered with {workers} initial workers"
+        ))),
+        Some(false) => Err(ServeError::WorkersFailed {
+            model: name,
+            version,
+        }),
     }
-    start.await.map_err(|_| ServeError::WorkersFailed {
-        model: name.clone(),
-        version: version.clone(),
-    })?;
-    Ok(Status::ok(format!(
-        "Model \"{name}\" Version: {version} registered with {workers} initial workers"
-    )))
 }
 
 /// Sets a model version's worker range (TorchServe's `updateModelWorkers`).
@@ -194,31 +178,64 @@ pub async fn scale(
         )));
     }
     let (min, max) = (params.min_worker as usize, params.max_worker as usize);
+    let scaled = change_workers(state, &model, params.synchronous, false, move |model| {
+        model.scale(min, max)
+    })
+    .await;
+    match scaled {
+        None => Ok(Status::accepted()),
+        Some(false) => Err(ServeError::WorkersFailed {
+            model: name.to_string(),
+            version: model.version.clone(),
+        }),
+        Some(true) => {
+            let mut message = format!("Workers scaled to {min} for model: {name}");
+            if let Some(version) = version {
+                message.push_str(&format!(", version: {version}"));
+            }
+            Ok(Status::ok(message))
+        }
+    }
+}
+
+/// A change to a model's workers, run as TorchServe's `updateModelWorkers` does: now when
+/// `synchronous` (`Some(started)`), else in the background (`None`: the caller answers 202). A
+/// snapshot follows either way. With `unregister_on_failure` (registration), a model whose
+/// workers cannot start is unregistered again, as TorchServe does.
+async fn change_workers(
+    state: &Arc<AppState>,
+    model: &Arc<ModelVersion>,
+    synchronous: bool,
+    unregister_on_failure: bool,
+    change: impl FnOnce(&ModelVersion) -> Result<(), ServeError> + Send + 'static,
+) -> Option<bool> {
     let work = {
-        let (state, model) = (Arc::clone(state), Arc::clone(&model));
+        let (state, model) = (Arc::clone(state), Arc::clone(model));
         async move {
             let result = blocking({
                 let model = Arc::clone(&model);
-                move || model.scale(min, max)
+                move || change(&model)
             })
             .await;
+            if let (Err(error), true) = (&result, unregister_on_failure) {
+                tracing::error!(model = %model.name, version = %model.version, "workers failed to start: {error}");
+                let _ = state.registry.remove(&model.name, Some(&model.version));
+                let _ = blocking(move || {
+                    model.shutdown();
+                    Ok(())
+                })
+                .await;
+            }
             state.changed().await;
-            result
+            result.is_ok()
         }
     };
-    if !params.synchronous {
+    if synchronous {
+        Some(work.await)
+    } else {
         tokio::spawn(work);
-        return Ok(Status::accepted());
+        None
     }
-    work.await.map_err(|_| ServeError::WorkersFailed {
-        model: name.to_string(),
-        version: model.version.clone(),
-    })?;
-    let mut message = format!("Workers scaled to {min} for model: {name}");
-    if let Some(version) = version {
-        message.push_str(&format!(", version: {version}"));
-    }
-    Ok(Status::ok(message))
 }
 
 /// Unregisters a version; requests already accepted are answered first.
