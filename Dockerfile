@@ -4,6 +4,9 @@
 #   docker build -t oxserve .
 #   docker run --rm -p 8080:8080 -p 127.0.0.1:8081:8081 -p 8082:8082 \
 #     -v $PWD/model-store:/home/model-server/model-store oxserve
+#
+# Token authorization is on, as in TorchServe: the keys are in /home/model-server/key_file.json
+# (`docker exec <container> cat key_file.json`); send `Authorization: Bearer <key>`.
 FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
