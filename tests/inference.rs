@@ -56,13 +56,10 @@ async fn the_committed_example_store_classifies_every_digit() {
             "digit {digit}"
         );
     }
-    let versioned = client
-        .post(server.url("/predictions/mnist/1.0"))
-        .body(std::fs::read(example("digit_7.png")).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(versioned.text().await.unwrap(), "7");
+    assert_eq!(
+        common::digit_answer(&server, "/predictions/mnist/1.0", 7).await,
+        "7"
+    );
     server.stop().await;
 }
 
@@ -204,13 +201,11 @@ async fn bad_input_answers_400_and_the_next_request_succeeds() {
         assert_eq!(error["type"], "BadRequestException", "{what}");
         let message = error["message"].as_str().unwrap();
         assert!(message.contains(needle), "{what}: {message}");
-        let good = client
-            .post(server.url("/predictions/mnist"))
-            .body(std::fs::read(example("digit_3.png")).unwrap())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(good.text().await.unwrap(), "3", "after {what}");
+        assert_eq!(
+            common::digit_answer(&server, "/predictions/mnist", 3).await,
+            "3",
+            "after {what}"
+        );
     }
     server.stop().await;
 }
@@ -273,13 +268,10 @@ async fn oversized_bodies_answer_413_while_streaming() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    let good = client
-        .post(server.url("/predictions/mnist"))
-        .body(std::fs::read(example("digit_9.png")).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(good.text().await.unwrap(), "9");
+    assert_eq!(
+        common::digit_answer(&server, "/predictions/mnist", 9).await,
+        "9"
+    );
     server.stop().await;
 }
 

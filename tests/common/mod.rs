@@ -250,3 +250,17 @@ impl Drop for StopOnDrop {
             .output();
     }
 }
+
+/// Posts one of the example digit PNGs to `path` on the inference listener and returns the
+/// answer's text.
+pub async fn digit_answer(server: &TestServer, path: &str, digit: u32) -> String {
+    reqwest::Client::new()
+        .post(server.url(path))
+        .body(std::fs::read(example(&format!("digit_{digit}.png"))).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
