@@ -36,6 +36,7 @@ pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod manage;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod properties;

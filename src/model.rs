@@ -15,7 +15,7 @@ use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
 use crate::metrics::Metrics;
 pub use crate::metrics::ModelStats;
-use crate::runtime::SessionSettings;
+use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
 /// Settings of one model version, after config.properties, model-config.yaml and API parameters
@@ -94,7 +94,11 @@ pub struct ModelVersion {
     pub loaded_at_startup: bool,
     pub stats: Arc<ModelStats>,
     handler: Arc<Handler>,
-    graph: Arc<[u8]>,
+    /// The ONNX graph in the unpacked archive.
+    graph_path: PathBuf,
+    /// The graph as the workers' sessions load it: prepared when the first worker starts,
+    /// dropped when the last one stops (guarded by `scaling`).
+    prepared: Mutex<Option<Arc<PreparedGraph>>>,
     queue: JobQueue,
     /// Live workers; a std Mutex, only locked for quick bookkeeping, never across an await.
     workers: Mutex<Vec<WorkerHandle>>,
@@ -180,9 +184,12 @@ impl ModelVersion {
             manifest.model.serialized_file.clone().ok_or_else(|| {
                 ServeError::BadRequest("the manifest names no serializedFile".into())
             })?;
-        let graph: Arc<[u8]> = std::fs::read(archive.root.join(&serialized))
-            .map_err(|error| ServeError::BadRequest(format!("cannot read {serialized}: {error}")))?
-            .into();
+        let graph_path = archive.root.join(&serialized);
+        if !graph_path.is_file() {
+            return Err(ServeError::BadRequest(format!(
+                "cannot read {serialized}: the archive has no such file"
+            )));
+        }
         let stats = Arc::new(ModelStats::new(&name, request.metrics));
         let model = Arc::new(ModelVersion {
             name,
@@ -192,7 +199,8 @@ impl ModelVersion {
             loaded_at_startup: request.loaded_at_startup,
             stats,
             handler: Arc::new(handler),
-            graph,
+            graph_path,
+            prepared: Mutex::new(None),
             queue: JobQueue::new(settings.job_queue_size),
             workers: Mutex::new(Vec::new()),
             scaling: Mutex::new(()),
@@ -298,6 +306,10 @@ impl ModelVersion {
             };
             surplus.iter().for_each(|worker| worker.request_stop(mode));
             surplus.into_iter().for_each(WorkerHandle::join);
+            if min == 0 {
+                self.lock_prepared()?.take();
+            }
+            crate::memory::return_free_memory();
             return Ok(());
         }
         if let (true, Some(handler)) = (min > current, &self.unusable_handler) {
@@ -310,10 +322,11 @@ impl ModelVersion {
         for _ in current..min {
             let id = crate::worker::next_worker_id();
             let started = std::time::Instant::now();
+            let graph = self.prepared_graph()?;
             let worker = WorkerHandle::spawn(WorkerContext {
                 id,
                 model_label: format!("{}_{}", self.name, self.version),
-                graph: Arc::clone(&self.graph),
+                graph,
                 handler: Arc::clone(&self.handler),
                 session: session.clone(),
                 policy: BatchPolicy {
@@ -341,7 +354,40 @@ impl ModelVersion {
                 .map_err(|_| ServeError::Internal("worker list poisoned".into()))?
                 .push(worker);
         }
+        crate::memory::return_free_memory();
         Ok(())
+    }
+
+    /// The graph the workers' sessions share, prepared on first use. Called under `scaling`.
+    fn prepared_graph(&self) -> Result<Arc<PreparedGraph>, ServeError> {
+        let mut prepared = self.lock_prepared()?;
+        if let Some(graph) = prepared.as_ref() {
+            return Ok(Arc::clone(graph));
+        }
+        let onnx = std::fs::read(&self.graph_path).map_err(|error| {
+            ServeError::Internal(format!(
+                "cannot read {}: {error}",
+                self.graph_path.display()
+            ))
+        })?;
+        let started = Instant::now();
+        let graph = Arc::new(PreparedGraph::prepare(onnx)?);
+        tracing::info!(
+            model = %self.name,
+            "graph prepared in {:?} (weights shared by all workers: {})",
+            started.elapsed(),
+            graph.shares_weights()
+        );
+        *prepared = Some(Arc::clone(&graph));
+        Ok(graph)
+    }
+
+    fn lock_prepared(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Option<Arc<PreparedGraph>>>, ServeError> {
+        self.prepared
+            .lock()
+            .map_err(|_| ServeError::Internal("prepared graph lock poisoned".into()))
     }
 
     /// Starts the initial workers. Blocking.

@@ -23,7 +23,7 @@ use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
 use crate::model::ModelStats;
-use crate::runtime::{build_session, SessionSettings};
+use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::tensor::HostTensor;
 
 /// Worker ids are unique in the process and start at TorchServe's `initial_worker_port`.
@@ -77,7 +77,7 @@ pub struct WorkerContext {
     pub id: u32,
     /// `name` + `_` + `version`, for thread names and logs.
     pub model_label: String,
-    pub graph: Arc<[u8]>,
+    pub graph: Arc<PreparedGraph>,
     pub handler: Arc<Handler>,
     pub session: SessionSettings,
     pub policy: BatchPolicy,
@@ -158,7 +158,7 @@ fn worker_loop(
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
     let building = Instant::now();
-    let mut session = match build_session(&context.graph, &context.session) {
+    let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,
         Err(error) => {
             tracing::warn!(worker = context.id, "cannot build the session: {error}");
@@ -187,7 +187,7 @@ fn worker_loop(
         let mut replies = Replies::new(jobs);
         let mut handler_time = Duration::ZERO;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            process_batch(&mut session, &context, &mut replies, &mut handler_time)
+            process_batch(session.get_mut(), &context, &mut replies, &mut handler_time)
         }));
         if outcome.is_err() {
             tracing::error!(worker = context.id, model = %context.model_label, "a batch panicked; its requests fail, the worker carries on");

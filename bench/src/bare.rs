@@ -1,14 +1,15 @@
 //! The limit: bare ONNX Runtime running the graph on ready tensors (pre-processed once), with the
-//! sessions the server would build — `oxserve::runtime::build_session` with the server's default
-//! session count and intra-op threads — each session looping on its own thread. No HTTP, no
+//! sessions the server would build — `oxserve::runtime::PreparedGraph` (the graph optimised once,
+//! weights shared) with the server's default session count and intra-op threads — each session
+//! looping on its own thread. No HTTP, no
 //! queue, no decode: whatever oxserve adds on top shows as the distance to these figures.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use ort::session::Session;
 use ort::value::TensorRef;
-use oxserve::runtime::{build_session, SessionSettings};
+use oxserve::runtime::WorkerSession;
+use oxserve::runtime::{PreparedGraph, SessionSettings};
 
 use crate::models::Model;
 use crate::report::{BareCase, Latency};
@@ -55,8 +56,9 @@ pub fn measure(
     };
     let (shape, data) = model.ready_batch(batch);
     // Sessions are built before the clock starts, as the server builds them before serving.
+    let prepared = PreparedGraph::prepare(graph)?;
     let built = (0..sessions.count)
-        .map(|_| build_session(&graph, &settings))
+        .map(|_| prepared.session(&settings))
         .collect::<Result<Vec<_>, _>>()?;
     let measured_from = Instant::now() + warmup;
     let end = measured_from + duration;
@@ -97,12 +99,13 @@ pub fn measure(
 /// One session's closed loop; returns the latencies of the runs that ended inside the window
 /// (counting completions, as the load generator does, so both sides are measured alike).
 fn session_loop(
-    mut session: Session,
+    mut session: WorkerSession,
     shape: &[usize],
     data: &[f32],
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Vec<Duration>> {
+    let session = session.get_mut();
     let input_name = session
         .inputs()
         .first()

@@ -1,0 +1,67 @@
+//! Workers' sessions come from one prepared graph (ONNX Runtime's format, weights shared in
+//! place): they must answer exactly as a session built from the ONNX graph itself, and a graph
+//! ONNX Runtime cannot load must fail at preparation with its reason.
+
+use std::path::Path;
+
+use ort::session::Session;
+use ort::value::TensorRef;
+use oxserve::runtime::{build_session, PreparedGraph, SessionSettings};
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}
+
+fn settings() -> SessionSettings {
+    SessionSettings {
+        intra_op_threads: 1,
+        spinning: false,
+    }
+}
+
+/// The first output of the graph on a deterministic `[rows, 3, 224, 224]` input.
+fn run(session: &mut Session, rows: usize) -> Vec<f32> {
+    let len = rows * 3 * 224 * 224;
+    let data: Vec<f32> = (0..len)
+        .map(|index| ((index % 251) as f32 / 125.0) - 1.0)
+        .collect();
+    let input =
+        TensorRef::from_array_view((vec![rows, 3, 224, 224], data.as_slice())).expect("input");
+    let outputs = session.run(ort::inputs![input]).expect("run");
+    let (_, values) = outputs[0].try_extract_tensor::<f32>().expect("f32 output");
+    values.to_vec()
+}
+
+#[test]
+fn shared_weight_sessions_answer_as_the_onnx_graph_does() {
+    oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
+    let onnx = fixture("tiny_resnet.onnx");
+    let mut reference = build_session(&onnx, &settings()).expect("ONNX session");
+    let prepared = PreparedGraph::prepare(onnx).expect("prepared");
+    assert!(
+        prepared.shares_weights(),
+        "the graph should be saved in ORT format"
+    );
+    let mut first = prepared.session(&settings()).expect("session");
+    let mut second = prepared.session(&settings()).expect("session");
+    for rows in [1, 3] {
+        let expected = run(&mut reference, rows);
+        assert_eq!(expected.len(), rows * 10);
+        assert_eq!(run(first.get_mut(), rows), expected);
+        assert_eq!(run(second.get_mut(), rows), expected);
+    }
+}
+
+#[test]
+fn a_graph_onnx_runtime_cannot_load_fails_at_preparation() {
+    oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
+    let error = PreparedGraph::prepare(fixture("invalid_op.onnx"))
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("session"), "{error}");
+}
