@@ -19,7 +19,7 @@ use ort::session::RunOptions;
 use tokio::sync::oneshot;
 
 use crate::error::ServeError;
-use crate::handler::RequestItem;
+use crate::prepare::Payload;
 
 /// One answer per request item, or one error for the whole request.
 pub type JobResult = Result<Vec<serde_json::Value>, ServeError>;
@@ -69,7 +69,9 @@ impl RunHandle {
 
 /// A request waiting for a worker.
 pub struct Job {
-    pub items: Vec<RequestItem>,
+    pub items: Vec<Payload>,
+    /// Pre-processing already spent on `items` before they were queued (see [`crate::prepare`]).
+    pub preprocessed: Duration,
     pub reply: oneshot::Sender<JobResult>,
     pub enqueued: Instant,
     pub run_handle: Arc<RunHandle>,
@@ -220,12 +222,13 @@ mod tests {
 
     fn job() -> (Job, oneshot::Receiver<JobResult>) {
         let (reply, receiver) = oneshot::channel();
-        let item = RequestItem {
+        let item = crate::handler::RequestItem {
             bytes: bytes::Bytes::from_static(b"x"),
             content_type: None,
         };
         let job = Job {
-            items: vec![item],
+            items: vec![Payload::Raw(item)],
+            preprocessed: Duration::ZERO,
             reply,
             enqueued: Instant::now(),
             run_handle: Arc::default(),

@@ -39,6 +39,7 @@ pub mod manage;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod prepare;
 pub mod properties;
 pub mod registry;
 pub mod runtime;

@@ -234,10 +234,13 @@ impl ModelVersion {
         if self.live_workers() == 0 {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
+        let (items, preprocessed) =
+            crate::prepare::ahead(&self.handler, items, &self.stats.preprocess).await?;
         let (reply, answer) = oneshot::channel();
         let run_handle = Arc::new(RunHandle::default());
         let job = Job {
             items,
+            preprocessed,
             reply,
             enqueued: Instant::now(),
             run_handle: Arc::clone(&run_handle),

@@ -23,6 +23,7 @@ use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
 use crate::model::ModelStats;
+use crate::prepare::Payload;
 use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::tensor::HostTensor;
 
@@ -310,9 +311,21 @@ fn process_batch(
             continue;
         }
         let _span = entry.job.span.enter();
-        for (item_index, item) in entry.job.items.iter().enumerate() {
+        *handler_time += entry.job.preprocessed;
+        for (item_index, item) in std::mem::take(&mut entry.job.items).into_iter().enumerate() {
+            let item = match item {
+                Payload::Ready(prepared) => {
+                    slots.push(Slot {
+                        job: job_index,
+                        item: item_index,
+                        prepared,
+                    });
+                    continue;
+                }
+                Payload::Raw(item) => item,
+            };
             let started = Instant::now();
-            let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(item)));
+            let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(&item)));
             let took = started.elapsed();
             stats.preprocess.observe(took.as_secs_f64());
             *handler_time += took;

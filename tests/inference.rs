@@ -188,7 +188,15 @@ async fn bad_input_answers_400_and_the_next_request_succeeds() {
             "cannot decode",
         ),
         ("decompression bomb", bomb, "more than the limit"),
+        // Bodies this large are pre-processed before they are queued (oxserve::prepare).
+        (
+            "large truncated JPEG",
+            jpeg[..jpeg.len() * 2 / 3].to_vec(),
+            "cannot decode",
+        ),
+        ("large non-image", vec![b'x'; 64 * 1024], "not an image"),
     ];
+    assert!(jpeg.len() * 2 / 3 >= oxserve::prepare::AHEAD_BYTES);
     for (what, body, needle) in bad_bodies {
         let response = client
             .post(server.url("/predictions/mnist"))
