@@ -112,9 +112,9 @@ impl JobQueue {
     }
 
     /// Queues a job without waiting; a full queue gives the job back.
-    pub fn submit(&self, job: Job) -> Result<(), Job> {
+    pub fn submit(&self, job: Job) -> Result<(), Box<Job>> {
         self.sender.try_send(job).map_err(|error| match error {
-            TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+            TrySendError::Full(job) | TrySendError::Disconnected(job) => Box::new(job),
         })
     }
 
