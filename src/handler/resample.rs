@@ -7,6 +7,11 @@
 //! The crop that follows a resize is fused in: only the output pixels inside the crop window are
 //! computed (and only the source rows they need), so `Resize(256) + CenterCrop(224)` costs the
 //! 224×224 pixels it keeps, not the whole resized image.
+//!
+//! Speed: the horizontal pass (most of the work) runs 8 source rows at a time over a transposed
+//! block, so that every tap is one wide multiply-add; the whole resize is compiled a second time
+//! for AVX2 and picked at run time. 720×720 → 256 + crop 224: ~0.6 ms with AVX2, ~1.1 ms
+//! without (1.7 ms pixel by pixel).
 
 /// Pillow's fixed-point precision for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -70,44 +75,64 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
     }
 }
 
-/// Pillow's `clip8`: rounds the fixed-point sum back to a byte.
+/// Pillow's `clip8` (255 from 2^30 up, 0 at or below 0, else the top byte of the sum), in a
+/// branch-free form that vectorises: sums ≥ 2^30 shift to ≥ 256 and sums ≤ 0 to ≤ 0.
+#[inline(always)]
 fn clip8(sum: i32) -> u8 {
-    if sum >= (1 << PRECISION_BITS << 8) {
-        255
-    } else if sum <= 0 {
-        0
-    } else {
-        (sum >> PRECISION_BITS) as u8
-    }
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// The horizontal pass for `C` interleaved channels: fixed-size accumulators, and taps and pixels
-/// walked together, so the inner loop has no index arithmetic or bounds checks.
-fn horizontal_pass<const C: usize>(
+/// Source rows the horizontal pass handles at once.
+const BLOCK_ROWS: usize = 8;
+
+/// The horizontal pass, `BLOCK_ROWS` rows at a time: the block is first transposed so that each
+/// source column holds its `BLOCK_ROWS × C` values contiguously (`L` of them); every output pixel
+/// is then `L`-wide multiply-adds of one column per tap, which compile to SIMD. Same integer
+/// arithmetic as Pillow, so the same bytes.
+#[inline(always)]
+fn horizontal_pass<const C: usize, const L: usize>(
     source_rows: &[u8],
     temp: &mut [u8],
     width: usize,
     coefficients: &Coefficients,
     window: Window,
 ) {
-    let row_len = (window.x1 - window.x0) * C;
-    for (source, target) in source_rows
-        .chunks_exact(width * C)
-        .zip(temp.chunks_exact_mut(row_len))
-    {
-        for (out, slot) in (window.x0..window.x1).zip(target.chunks_exact_mut(C)) {
+    debug_assert_eq!(L, BLOCK_ROWS * C);
+    let first_column = coefficients.bounds[window.x0].0;
+    let last_column = {
+        let (start, count) = coefficients.bounds[window.x1 - 1];
+        start + count
+    };
+    let columns = last_column - first_column;
+    let out_row_len = (window.x1 - window.x0) * C;
+    let rows = source_rows.len() / (width * C);
+    let mut block = vec![0u8; columns * L];
+    for block_start in (0..rows).step_by(BLOCK_ROWS) {
+        let block_rows = BLOCK_ROWS.min(rows - block_start);
+        for row in 0..block_rows {
+            let source = &source_rows[(block_start + row) * width * C..][..width * C];
+            let source = &source[first_column * C..last_column * C];
+            for (pixel, column) in source.chunks_exact(C).zip(block.chunks_exact_mut(L)) {
+                for channel in 0..C {
+                    column[row * C + channel] = pixel[channel];
+                }
+            }
+        }
+        for (index, out) in (window.x0..window.x1).enumerate() {
             let (start, count) = coefficients.bounds[out];
             let taps =
                 &coefficients.weights[out * coefficients.stride..out * coefficients.stride + count];
-            let pixels = &source[start * C..(start + count) * C];
-            let mut sums = [1i32 << (PRECISION_BITS - 1); C];
-            for (&weight, pixel) in taps.iter().zip(pixels.chunks_exact(C)) {
-                for channel in 0..C {
-                    sums[channel] += i32::from(pixel[channel]) * weight;
+            let columns = &block[(start - first_column) * L..(start - first_column + count) * L];
+            let mut sums = [1i32 << (PRECISION_BITS - 1); L];
+            for (&weight, column) in taps.iter().zip(columns.chunks_exact(L)) {
+                for (sum, &value) in sums.iter_mut().zip(column) {
+                    *sum += i32::from(value) * weight;
                 }
             }
-            for channel in 0..C {
-                slot[channel] = clip8(sums[channel]);
+            let clipped: [u8; L] = std::array::from_fn(|lane| clip8(sums[lane]));
+            for row in 0..block_rows {
+                let target = &mut temp[(block_start + row) * out_row_len + index * C..][..C];
+                target.copy_from_slice(&clipped[row * C..row * C + C]);
             }
         }
     }
@@ -125,6 +150,33 @@ pub struct Window {
 /// Resizes interleaved 8-bit pixels (`channels` per pixel) from `width`×`height` to
 /// `out_width`×`out_height` and returns only the `window` of the result, row-major.
 pub fn resize_window(
+    data: &[u8],
+    source: (usize, usize, usize),
+    resized: (usize, usize),
+    window: Window,
+) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        /// The same code, compiled with AVX2 instructions.
+        #[allow(unsafe_code)]
+        #[target_feature(enable = "avx2")]
+        unsafe fn with_avx2(
+            data: &[u8],
+            source: (usize, usize, usize),
+            resized: (usize, usize),
+            window: Window,
+        ) -> Vec<u8> {
+            resize(data, source, resized, window)
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 (checked above); the function is otherwise safe Rust.
+        return unsafe { with_avx2(data, source, resized, window) };
+    }
+    resize(data, source, resized, window)
+}
+
+#[inline(always)]
+fn resize(
     data: &[u8],
     (width, height, channels): (usize, usize, usize),
     (out_width, out_height): (usize, usize),
@@ -151,8 +203,16 @@ pub fn resize_window(
         let horizontal = coefficients(width, out_width);
         let source_rows = &data[first_row * width * channels..last_row * width * channels];
         match channels {
-            3 => horizontal_pass::<3>(source_rows, &mut temp, width, &horizontal, window),
-            1 => horizontal_pass::<1>(source_rows, &mut temp, width, &horizontal, window),
+            3 => horizontal_pass::<3, { 3 * BLOCK_ROWS }>(
+                source_rows,
+                &mut temp,
+                width,
+                &horizontal,
+                window,
+            ),
+            1 => {
+                horizontal_pass::<1, BLOCK_ROWS>(source_rows, &mut temp, width, &horizontal, window)
+            }
             _ => unreachable!("images are decoded to 1 or 3 channels"),
         }
     } else {
@@ -218,6 +278,80 @@ mod tests {
             },
         );
         assert_eq!(same, vec![5, 6, 9, 10]);
+    }
+
+    /// Pillow's two passes written pixel by pixel, as its C code reads: the reference the blocked,
+    /// vectorised passes must match byte for byte.
+    fn reference_resize(
+        data: &[u8],
+        (width, height, channels): (usize, usize, usize),
+        (out_width, out_height): (usize, usize),
+    ) -> Vec<u8> {
+        let horizontal = coefficients(width, out_width);
+        let mut temp = vec![0u8; height * out_width * channels];
+        for y in 0..height {
+            for x in 0..out_width {
+                let (start, count) = horizontal.bounds[x];
+                for channel in 0..channels {
+                    let mut sum = 1i32 << (PRECISION_BITS - 1);
+                    for tap in 0..count {
+                        let value = data[(y * width + start + tap) * channels + channel];
+                        sum += i32::from(value) * horizontal.weights[x * horizontal.stride + tap];
+                    }
+                    temp[(y * out_width + x) * channels + channel] = clip8(sum);
+                }
+            }
+        }
+        let vertical = coefficients(height, out_height);
+        let mut out = vec![0u8; out_height * out_width * channels];
+        for y in 0..out_height {
+            let (start, count) = vertical.bounds[y];
+            for x in 0..out_width * channels {
+                let mut sum = 1i32 << (PRECISION_BITS - 1);
+                for tap in 0..count {
+                    let value = temp[(start + tap) * out_width * channels + x];
+                    sum += i32::from(value) * vertical.weights[y * vertical.stride + tap];
+                }
+                out[y * out_width * channels + x] = clip8(sum);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_passes_equal_the_pixel_by_pixel_reference() {
+        // Sizes that leave partial row blocks, shrink and enlarge, one and three channels.
+        for (width, height, out_width, out_height) in [
+            (37, 23, 15, 9),
+            (64, 61, 64, 20),
+            (50, 50, 17, 33),
+            (13, 11, 29, 27),
+            (720, 540, 256, 192),
+        ] {
+            for channels in [1, 3] {
+                let image: Vec<u8> = (0..width * height * channels)
+                    .map(|index| ((index * 7919 + index / 13) % 256) as u8)
+                    .collect();
+                let window = Window {
+                    x0: 0,
+                    x1: out_width,
+                    y0: 0,
+                    y1: out_height,
+                };
+                let ours = resize_window(
+                    &image,
+                    (width, height, channels),
+                    (out_width, out_height),
+                    window,
+                );
+                let reference =
+                    reference_resize(&image, (width, height, channels), (out_width, out_height));
+                assert!(
+                    ours == reference,
+                    "{width}x{height}x{channels} -> {out_width}x{out_height} differs"
+                );
+            }
+        }
     }
 
     #[test]
