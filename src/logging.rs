@@ -11,9 +11,9 @@
 //!
 //! As in log4j, the named logs are also seen by the console and `ts_log.log` when the filter
 //! allows (TorchServe's console shows `TS_METRICS` lines too). Every file is created at startup,
-//! whatever the mode, and written by a background thread ([`tracing_appender::non_blocking`]),
-//! so logging never blocks the async threads; a folder that cannot be written is reported and
-//! skipped. Files are not rotated (use logrotate with `copytruncate`).
+//! whatever the mode, and written in batches by a thread per file ([`buffered`]), so logging
+//! never blocks the async threads nor wakes a thread per line; a folder that cannot be written is
+//! reported and skipped. Files are not rotated (use logrotate with `copytruncate`).
 
 use std::fmt::Write as _;
 use std::fs::OpenOptions;
@@ -32,6 +32,8 @@ use tracing_subscriber::{Layer, Registry};
 
 use crate::config::Config;
 
+pub mod buffered;
+
 /// The filter when `--log-config` gives none. Per-request lines (access log, metrics) go to their
 /// own files only: TorchServe also echoes them to the console and ts_log.log, which costs a
 /// formatted write per request on the hot path; `--log-config info` brings the echo back.
@@ -43,7 +45,8 @@ const MODEL_TARGETS: &[&str] = &["oxserve::worker", "oxserve::handler", "ort"];
 /// Keeps the background writers alive; dropping it flushes what they hold.
 #[must_use = "dropping the guards stops the log writers"]
 pub struct LogGuards {
-    _guards: Vec<WorkerGuard>,
+    _console: WorkerGuard,
+    _files: Vec<buffered::FlushGuard>,
 }
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
@@ -65,8 +68,7 @@ pub fn init(config: &Config) -> LogGuards {
             targets.with_target(*target, Level::TRACE)
         });
     let mut guards = Vec::new();
-    let (stdout, guard) = tracing_appender::non_blocking(std::io::stdout());
-    guards.push(guard);
+    let (stdout, console_guard) = tracing_appender::non_blocking(std::io::stdout());
     let mut layers: Vec<BoxedLayer> = vec![fmt::layer()
         .with_ansi(false)
         .event_format(Log4jFormat::FULL)
@@ -106,15 +108,16 @@ pub fn init(config: &Config) -> LogGuards {
         ),
     ];
     for (folder, name, format, filter) in files {
-        let file = std::fs::create_dir_all(folder).and_then(|()| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(folder.join(name))
-        });
+        let file = std::fs::create_dir_all(folder)
+            .and_then(|()| {
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(folder.join(name))
+            })
+            .and_then(|file| buffered::BufferedFile::new(file, name));
         match file {
-            Ok(file) => {
-                let (writer, guard) = tracing_appender::non_blocking(file);
+            Ok((writer, guard)) => {
                 guards.push(guard);
                 layers.push(
                     fmt::layer()
@@ -138,7 +141,10 @@ pub fn init(config: &Config) -> LogGuards {
     {
         eprintln!("oxserve: a tracing subscriber was already installed");
     }
-    LogGuards { _guards: guards }
+    LogGuards {
+        _console: console_guard,
+        _files: guards,
+    }
 }
 
 type BoxedFilter = Box<dyn tracing_subscriber::layer::Filter<Registry> + Send + Sync>;

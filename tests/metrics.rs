@@ -145,7 +145,15 @@ fn torchserve_patterns(model: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_mode_matches_torchserves_tests_and_counts_every_request() {
-    let server = TestServer::start(&[mnist()], &[("metrics_mode", "prometheus")]).await;
+    // One worker, as in TorchServe's test (its patterns expect one WorkerLoadTime line).
+    let server = TestServer::start(
+        &[mnist()],
+        &[
+            ("metrics_mode", "prometheus"),
+            ("default_workers_per_model", "1"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
     // The host sampler reads once at startup.
     for _ in 0..100 {

@@ -123,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         for &batch in &args.batch_sizes {
             // The limit is measured just before and just after the sweep it is compared with,
             // so that a machine whose speed changes in between shows as drift, not as a ratio.
-            let bare_run = |phase| -> anyhow::Result<BareCase> {
+            let bare_run = |phase, sessions| -> anyhow::Result<BareCase> {
                 eprintln!(
                     "bare ONNX Runtime: {} batch {batch} ({phase}) ...",
                     model.name
@@ -139,7 +139,15 @@ fn main() -> anyhow::Result<()> {
                 report::emit("bare", &case);
                 Ok(case)
             };
-            let before = bare_run("before")?;
+            // One run at a time: the latency limit a lone client (concurrency 1) is compared with.
+            let lone = bare_run(
+                "lone",
+                Sessions {
+                    count: 1,
+                    ..sessions
+                },
+            )?;
+            let before = bare_run("before", sessions)?;
             eprintln!("oxserve: {} batch_size {batch}", model.name);
             let sweep = Sweep {
                 model,
@@ -149,12 +157,12 @@ fn main() -> anyhow::Result<()> {
                 timing,
             };
             let mut cases = cases::run_sweep(&binaries, &runtime, &sweep)?;
-            let after = bare_run("after")?;
+            let after = bare_run("after", sessions)?;
             for case in &mut cases {
-                case.relate(&before, &after);
+                case.relate(&before, &after, &lone);
                 report::emit("server", case);
             }
-            bare_cases.extend([before, after]);
+            bare_cases.extend([lone, before, after]);
             server_cases.extend(cases);
         }
     }

@@ -89,17 +89,21 @@ pub struct ServerCase {
     pub bare_drift: f64,
     /// rps / bare items/s at the same batch size.
     pub throughput_ratio: f64,
-    /// p50 - bare p50 at the same batch size.
+    /// p50 - bare p50 at the same batch size; at concurrency 1, minus the p50 of bare runs made
+    /// one at a time (the `lone` phase), as the server's lone client gets.
     pub p50_delta_ms: f64,
 }
 
 impl ServerCase {
     /// Fills in the ratios to the limit measured around this case's sweep.
-    pub fn relate(&mut self, before: &BareCase, after: &BareCase) {
+    pub fn relate(&mut self, before: &BareCase, after: &BareCase, lone: &BareCase) {
         self.bare_items_per_s = (before.items_per_s + after.items_per_s) / 2.0;
         self.bare_p50_ms = (before.latency.p50_ms + after.latency.p50_ms) / 2.0;
         self.bare_drift = after.items_per_s / before.items_per_s;
         self.throughput_ratio = self.rps / self.bare_items_per_s;
+        if self.concurrency == 1 {
+            self.bare_p50_ms = lone.latency.p50_ms;
+        }
         self.p50_delta_ms = self.latency.p50_ms - self.bare_p50_ms;
     }
 }
