@@ -81,7 +81,10 @@ const MAX_DEFAULT_WORKERS: usize = 4;
 
 /// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Measured on 2
 /// cores, 2 workers × 1 thread serve 1.3–1.5× the requests of 1 worker × 2 threads on the
-/// digits CNN and ~1.15× on ResNet-18; one thread per run suits small ops best.
+/// digits CNN and ~1.15× on ResNet-18; one thread per run suits small ops best. The price is
+/// latency at low load on big graphs (a lone ResNet-18 request: ~40 ms instead of ~21 ms);
+/// `default_workers_per_model=1` buys it back. One process-wide ONNX Runtime pool shared by all
+/// sessions was tried: lone requests as fast as 1 × 2, but ~25% fewer images/s under load.
 pub fn default_settings(config: &Config) -> ModelSettings {
     let workers = if config.default_workers_per_model == 0 {
         Config::cores().clamp(1, MAX_DEFAULT_WORKERS)

@@ -23,12 +23,17 @@ pub struct Sessions {
 
 impl Sessions {
     /// What `oxserve::server::default_settings` gives a model whose archive sets no workers or
-    /// threads (the archives the harness packs set neither).
-    pub fn server_default() -> anyhow::Result<Sessions> {
-        let config = oxserve::config::Config::from_properties(
-            Default::default(),
-            &oxserve::config::Cli::default(),
-        )?;
+    /// threads (the archives the harness packs set neither), under the `--set` lines.
+    pub fn server_default(set: &[String]) -> anyhow::Result<Sessions> {
+        let mut properties = std::collections::BTreeMap::new();
+        for line in set {
+            let (key, value) = line
+                .split_once('=')
+                .with_context(|| format!("--set {line:?}: expected KEY=VALUE"))?;
+            properties.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let config =
+            oxserve::config::Config::from_properties(properties, &oxserve::config::Cli::default())?;
         let settings = oxserve::server::default_settings(&config);
         Ok(Sessions {
             count: settings.min_workers.max(1),

@@ -26,6 +26,8 @@ pub struct Sweep<'a> {
     pub max_batch_delay_ms: u64,
     pub concurrencies: &'a [usize],
     pub timing: Timing,
+    /// Extra config.properties lines (`--set`).
+    pub config: &'a [String],
 }
 
 /// Runs the sweep. The cases come back without their ratios to the limit: the caller measures the
@@ -45,7 +47,8 @@ pub fn run_sweep(
         sweep.batch_size, sweep.max_batch_delay_ms
     );
     sweep.model.pack_into(store.path(), name, &model_config)?;
-    let mut server = ServerProcess::start(binaries, store.path(), &[])?;
+    let extra: Vec<&str> = sweep.config.iter().map(String::as_str).collect();
+    let mut server = ServerProcess::start(binaries, store.path(), &extra)?;
     let mut cases = Vec::new();
     for &concurrency in sweep.concurrencies {
         eprintln!(

@@ -70,6 +70,10 @@ struct Args {
     /// The repository root [default: the checkout this binary was built from].
     #[arg(long)]
     root: Option<PathBuf>,
+    /// A config.properties line for the server under test, e.g. `--set intra_op_threads=2` or
+    /// `--set default_workers_per_model=1`; the bare runs use the sessions it implies (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Skip the pre-processing, cold-start and memory measurements.
     #[arg(long)]
     no_probes: bool,
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     let binaries = binaries(&root, args.oxserve.clone())?;
     // The bare runs load the very library the server is given.
     oxserve::runtime::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
-    let sessions = Sessions::server_default()?;
+    let sessions = Sessions::server_default(&args.set)?;
     let models = load_models(&root, &args)?;
     report::emit(
         "meta",
@@ -155,6 +159,7 @@ fn main() -> anyhow::Result<()> {
                 max_batch_delay_ms: args.max_batch_delay,
                 concurrencies: &concurrencies,
                 timing,
+                config: &args.set,
             };
             let mut cases = cases::run_sweep(&binaries, &runtime, &sweep)?;
             let after = bare_run("after", sessions)?;
