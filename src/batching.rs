@@ -10,7 +10,7 @@
 //! back while a worker is idle: under load, requests queue up while workers are busy, so batches
 //! form by themselves; a lone request is answered at once instead of after `max_batch_delay`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,12 +103,42 @@ pub struct BatchPolicy {
 pub struct JobQueue {
     sender: Sender<Job>,
     receiver: Receiver<Job>,
+    /// Places held by requests still being pre-processed ahead (see [`crate::prepare`]): they
+    /// count against `job_queue_size`, so an overloaded model answers 503 at once instead of
+    /// piling requests up in front of the pre-processing pool.
+    reserved: Arc<AtomicUsize>,
+}
+
+/// A place held in the queue; given back when dropped (after the job is submitted or failed).
+pub struct Reservation {
+    reserved: Arc<AtomicUsize>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl JobQueue {
     pub fn new(capacity: usize) -> Self {
         let (sender, receiver) = crossbeam_channel::bounded(capacity.max(1));
-        JobQueue { sender, receiver }
+        JobQueue {
+            sender,
+            receiver,
+            reserved: Arc::default(),
+        }
+    }
+
+    /// Holds a place for a request that is pre-processed before it is submitted; `None` when
+    /// the queued and held places already fill the queue.
+    pub fn reserve(&self) -> Option<Reservation> {
+        let capacity = self.sender.capacity().unwrap_or(usize::MAX);
+        let held = self.reserved.fetch_add(1, Ordering::AcqRel) + 1;
+        let reservation = Reservation {
+            reserved: Arc::clone(&self.reserved),
+        };
+        (self.sender.len() + held <= capacity).then_some(reservation)
     }
 
     /// Queues a job without waiting; a full queue gives the job back.
@@ -123,12 +153,12 @@ impl JobQueue {
         self.sender.len()
     }
 
-    /// Free places left.
+    /// Free places left (held places count as taken).
     pub fn remaining_capacity(&self) -> usize {
         self.sender
             .capacity()
             .unwrap_or(0)
-            .saturating_sub(self.sender.len())
+            .saturating_sub(self.sender.len() + self.reserved.load(Ordering::Acquire))
     }
 
     /// Takes one queued job without waiting (for answering leftovers at shutdown).
@@ -266,6 +296,21 @@ mod tests {
             max_batch_delay: Duration::from_millis(delay_ms),
             wait,
         }
+    }
+
+    #[test]
+    fn held_places_count_against_the_queue_until_dropped() {
+        let queue = JobQueue::new(3);
+        assert!(queue.submit(job().0).is_ok());
+        let first = queue.reserve().expect("a free place");
+        let second = queue.reserve().expect("the last place");
+        assert!(queue.reserve().is_none(), "queued + held fill the queue");
+        assert_eq!(queue.remaining_capacity(), 0);
+        drop(first);
+        assert_eq!(queue.remaining_capacity(), 1);
+        let third = queue.reserve().expect("a place given back");
+        drop((second, third));
+        assert_eq!(queue.remaining_capacity(), 2);
     }
 
     #[test]

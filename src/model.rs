@@ -234,6 +234,13 @@ impl ModelVersion {
         if self.live_workers() == 0 {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
+        // A request pre-processed ahead holds its queue place meanwhile.
+        let place = if crate::prepare::goes_ahead(&items) {
+            let place = self.queue.reserve();
+            Some(place.ok_or_else(|| ServeError::NoWorker(self.name.clone()))?)
+        } else {
+            None
+        };
         let (items, preprocessed) =
             crate::prepare::ahead(&self.handler, items, &self.stats.preprocess).await?;
         let (reply, answer) = oneshot::channel();
@@ -247,7 +254,9 @@ impl ModelVersion {
             span: tracing::Span::current(),
             request_id,
         };
-        if self.queue.submit(job).is_err() {
+        let submitted = self.queue.submit(job);
+        drop(place);
+        if submitted.is_err() {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
         match tokio::time::timeout(self.settings.response_timeout, answer).await {

@@ -23,6 +23,11 @@ pub enum Payload {
     Ready(Prepared),
 }
 
+/// Whether any of the request's items is pre-processed ahead.
+pub fn goes_ahead(items: &[RequestItem]) -> bool {
+    items.iter().any(|item| item.bytes.len() >= AHEAD_BYTES)
+}
+
 /// Pre-processes the request's large items on the blocking pool; small ones stay raw. A bad item
 /// fails the request here (400), before it takes a place in the queue. Returns the payloads and
 /// the pre-processing time spent here.
@@ -31,7 +36,7 @@ pub async fn ahead(
     items: Vec<RequestItem>,
     histogram: &Histogram,
 ) -> Result<(Vec<Payload>, Duration), ServeError> {
-    if items.iter().all(|item| item.bytes.len() < AHEAD_BYTES) {
+    if !goes_ahead(&items) {
         return Ok((
             items.into_iter().map(Payload::Raw).collect(),
             Duration::ZERO,
