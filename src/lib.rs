@@ -6,6 +6,7 @@
 //!   call the model, encode, map errors.
 //! - [`registry`]: models by name → versions → default; lookups only.
 //! - [`model`]: a loaded model version: unpacked archive, handler, queue, workers; `infer()`.
+//! - [`prepare`]: large items (photos) pre-processed on the blocking pool before queueing.
 //! - [`batching`]: the bounded per-model queue and the batch policy.
 //! - [`worker`]: one thread per ONNX Runtime session: batches → handler → session → answers.
 //! - [`handler`]: TorchServe's default handlers in Rust (pure functions of bytes and tensors).
@@ -17,7 +18,9 @@
 //!   oxserve's per-model histograms, and the host sampler.
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
-//! - [`runtime`]: loading ONNX Runtime and building sessions.
+//! - [`runtime`]: loading ONNX Runtime; a model's graph optimised once, weights shared by its
+//!   workers' sessions.
+//! - [`memory`]: freed pages back to the OS after model loads.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
 //! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
