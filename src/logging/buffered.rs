@@ -3,7 +3,7 @@
 //! per request, that is several thread wake-ups per request, which on a 2-core machine cost
 //! more CPU than the HTTP handling itself. Here a line is appended to an in-memory buffer under a
 //! short lock; one thread per file writes the buffer out every [`FLUSH_EVERY`] (sooner when it
-//! grows past [`EAGER_BYTES`]), and everything left is written when the guard drops.
+//! grows past `EAGER_BYTES`), and everything left is written when the guard drops.
 
 use std::fs::File;
 use std::io::Write;
