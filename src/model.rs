@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use oxserve_archiver::unpack::{self, ExtractedArchive, Limits};
 use tokio::sync::oneshot;
 
-use crate::batching::{BatchPolicy, BatchWait, Job, JobQueue, RunHandle, StopMode};
+use crate::batching::{BatchPolicy, Job, JobQueue, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
 use crate::metrics::Metrics;
@@ -18,24 +18,10 @@ pub use crate::metrics::ModelStats;
 use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
-/// Settings of one model version, after config.properties, model-config.yaml and API parameters
-/// have been merged (in that order of precedence).
-#[derive(Debug, Clone)]
-pub struct ModelSettings {
-    /// Initial worker range; later changed by the scale API (see [`ModelVersion::worker_range`]).
-    pub min_workers: usize,
-    pub max_workers: usize,
-    pub batch_size: usize,
-    pub max_batch_delay: Duration,
-    pub batch_wait: BatchWait,
-    pub response_timeout: Duration,
-    /// How long starting one worker may take (TorchServe's `startup_timeout`).
-    pub startup_timeout: Duration,
-    pub job_queue_size: usize,
-    /// ONNX Runtime intra-op threads per worker session.
-    pub intra_op_threads: usize,
-    pub limit_max_image_pixels: bool,
-}
+mod settings;
+
+use settings::{apply_model_config, apply_models_entry, apply_overrides};
+pub use settings::{ModelSettings, SettingsOverride};
 
 /// Where a model came from and what to call it.
 #[derive(Debug, Clone)]
@@ -58,21 +44,6 @@ pub struct LoadRequest {
     pub loaded_at_startup: bool,
     /// The server's metrics, which the model's workers report to.
     pub metrics: Arc<Metrics>,
-}
-
-/// Settings given with a registration request (TorchServe: config.properties < yaml < API).
-#[derive(Debug, Clone, Default)]
-pub struct SettingsOverride {
-    pub batch_size: Option<usize>,
-    pub max_batch_delay: Option<Duration>,
-    pub response_timeout: Option<Duration>,
-    pub startup_timeout: Option<Duration>,
-    /// A handler name given at registration, replacing the archive's.
-    pub handler: Option<String>,
-    /// `initial_workers`: used when model-config.yaml sets no valid worker range.
-    pub initial_workers: Option<usize>,
-    /// An exact worker range that wins over everything (a restored snapshot's).
-    pub workers: Option<(usize, usize)>,
 }
 
 /// A request's answers, and how long it waited for a worker.
@@ -449,102 +420,6 @@ impl ModelVersion {
             let _ = job.reply.send(Err(ServeError::NoWorker(self.name.clone())));
         }
     }
-}
-
-/// API parameters over everything; `initial_workers` only when the archive sets no worker range
-/// (TorchServe's `handleRegister`).
-fn apply_overrides(
-    settings: &mut ModelSettings,
-    overrides: &SettingsOverride,
-    yaml_sets_workers: bool,
-) {
-    if let Some(size) = overrides.batch_size {
-        settings.batch_size = size.max(1);
-    }
-    if let Some(delay) = overrides.max_batch_delay {
-        settings.max_batch_delay = delay;
-    }
-    if let Some(timeout) = overrides.response_timeout {
-        settings.response_timeout = timeout;
-    }
-    if let Some(timeout) = overrides.startup_timeout {
-        settings.startup_timeout = timeout;
-    }
-    if let (Some(workers), false) = (overrides.initial_workers, yaml_sets_workers) {
-        settings.min_workers = workers;
-        settings.max_workers = workers;
-    }
-    if let Some((min, max)) = overrides.workers {
-        settings.min_workers = min;
-        settings.max_workers = max.max(min);
-    }
-}
-
-/// A config.properties `models` entry over the server defaults.
-fn apply_models_entry(settings: &mut ModelSettings, entry: &crate::config::ModelEntry) {
-    if let Some(min) = entry.min_workers {
-        settings.min_workers = min;
-        settings.max_workers = settings.max_workers.max(min);
-    }
-    if let Some(max) = entry.max_workers {
-        settings.max_workers = max.max(settings.min_workers);
-    }
-    if let Some(size) = entry.batch_size {
-        settings.batch_size = size.max(1);
-    }
-    if let Some(delay) = entry.max_batch_delay {
-        settings.max_batch_delay = Duration::from_millis(delay);
-    }
-    if let Some(timeout) = entry.response_timeout {
-        settings.response_timeout = Duration::from_secs(timeout);
-    }
-    if let Some(timeout) = entry.startup_timeout {
-        settings.startup_timeout = Duration::from_secs(timeout);
-    }
-}
-
-/// model-config.yaml's frontend keys over config.properties defaults.
-fn apply_model_config(settings: &mut ModelSettings, config: &oxserve_archiver::ModelConfig) {
-    if let Some(min) = config.min_workers {
-        settings.min_workers = min as usize;
-    }
-    if let Some(max) = config.max_workers {
-        settings.max_workers = max as usize;
-    }
-    if let Some(size) = config.batch_size {
-        settings.batch_size = size.max(1) as usize;
-    }
-    if let Some(delay) = config.max_batch_delay {
-        settings.max_batch_delay = Duration::from_millis(delay);
-    }
-    if let Some(timeout) = config.response_timeout {
-        settings.response_timeout = Duration::from_secs(timeout);
-    }
-    if let Some(timeout) = config.startup_timeout {
-        settings.startup_timeout = Duration::from_secs(timeout);
-    }
-    if let Some(size) = config.job_queue_size {
-        settings.job_queue_size = size.max(1) as usize;
-    }
-    if let Some(wait) = config
-        .backend
-        .get("batchWait")
-        .and_then(|value| value.as_str())
-    {
-        settings.batch_wait = if wait == "fill" {
-            BatchWait::Fill
-        } else {
-            BatchWait::Eager
-        };
-    }
-    if let Some(threads) = config
-        .backend
-        .get("intraOpThreads")
-        .and_then(|value| value.as_u64())
-    {
-        settings.intra_op_threads = threads.max(1) as usize;
-    }
-    settings.max_workers = settings.max_workers.max(settings.min_workers);
 }
 
 fn unpack_archive(
