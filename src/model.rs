@@ -15,6 +15,7 @@ use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
 use crate::metrics::Metrics;
 pub use crate::metrics::ModelStats;
+use crate::prepare::Payload;
 use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
@@ -206,14 +207,16 @@ impl ModelVersion {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
         // A request pre-processed ahead holds its queue place meanwhile.
-        let place = if crate::prepare::goes_ahead(&items) {
+        let (items, preprocessed, place) = if crate::prepare::goes_ahead(&items) {
             let place = self.queue.reserve();
-            Some(place.ok_or_else(|| ServeError::NoWorker(self.name.clone()))?)
+            let place = place.ok_or_else(|| ServeError::NoWorker(self.name.clone()))?;
+            let (items, spent) =
+                crate::prepare::ahead(&self.handler, items, &self.stats.preprocess).await?;
+            (items, spent, Some(place))
         } else {
-            None
+            let items = items.into_iter().map(Payload::Raw).collect();
+            (items, Duration::ZERO, None)
         };
-        let (items, preprocessed) =
-            crate::prepare::ahead(&self.handler, items, &self.stats.preprocess).await?;
         let (reply, answer) = oneshot::channel();
         let run_handle = Arc::new(RunHandle::default());
         let job = Job {

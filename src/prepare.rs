@@ -28,20 +28,14 @@ pub fn goes_ahead(items: &[RequestItem]) -> bool {
     items.iter().any(|item| item.bytes.len() >= AHEAD_BYTES)
 }
 
-/// Pre-processes the request's large items on the blocking pool; small ones stay raw. A bad item
-/// fails the request here (400), before it takes a place in the queue. Returns the payloads and
-/// the pre-processing time spent here.
+/// Pre-processes the request's large items on the blocking pool (call it when [`goes_ahead`]);
+/// small ones stay raw. A bad item fails the request here (400), before it is queued. Returns the
+/// payloads and the pre-processing time spent here.
 pub async fn ahead(
     handler: &Arc<Handler>,
     items: Vec<RequestItem>,
     histogram: &Histogram,
 ) -> Result<(Vec<Payload>, Duration), ServeError> {
-    if !goes_ahead(&items) {
-        return Ok((
-            items.into_iter().map(Payload::Raw).collect(),
-            Duration::ZERO,
-        ));
-    }
     let mut payloads = Vec::with_capacity(items.len());
     let mut spent = Duration::ZERO;
     for item in items {

@@ -48,7 +48,9 @@ impl PreparedGraph {
     /// Optimises the ONNX graph (level 3, as every session would) and saves it in ORT format.
     /// A graph that cannot be saved so is kept as ONNX (one weight copy per session, as before);
     /// a graph ONNX Runtime cannot load at all is an error. Blocking: hundreds of ms for
-    /// ResNet-18.
+    /// ResNet-18. Its transient copies stay in the allocator until the caller returns them
+    /// ([`crate::memory::return_free_memory`], which `ModelVersion::scale` does once its
+    /// workers are up).
     pub fn prepare(onnx: Vec<u8>) -> Result<PreparedGraph, ServeError> {
         let prepacked = PrepackedWeights::new();
         let optimised = (|| -> Result<Vec<u8>, String> {
@@ -97,7 +99,6 @@ impl PreparedGraph {
         };
         // Prove the graph loads (and fail here, once, with ONNX Runtime's reason when not).
         graph.session(&single_thread())?;
-        crate::memory::return_free_memory();
         Ok(graph)
     }
 
