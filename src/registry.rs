@@ -30,8 +30,12 @@ pub enum AddError {
 }
 
 impl Registry {
-    /// The model version to serve: the default one when `version` is absent.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, ServeError> {
+    /// Runs `f` on the named model's entry, under the read lock.
+    fn with_entry<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&ModelEntry) -> Result<T, ServeError>,
+    ) -> Result<T, ServeError> {
         let models = self
             .models
             .read()
@@ -39,33 +43,35 @@ impl Registry {
         let entry = models
             .get(name)
             .ok_or_else(|| ServeError::ModelNotFound(name.to_string()))?;
-        let wanted = version.unwrap_or(&entry.default_version);
-        entry
-            .versions
-            .get(wanted)
-            .cloned()
-            .ok_or_else(|| ServeError::ModelVersionNotFound {
-                model: name.to_string(),
-                version: wanted.to_string(),
-            })
+        f(entry)
+    }
+
+    /// The model version to serve: the default one when `version` is absent.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, ServeError> {
+        self.with_entry(name, |entry| {
+            let wanted = version.unwrap_or(&entry.default_version);
+            entry
+                .versions
+                .get(wanted)
+                .cloned()
+                .ok_or_else(|| ServeError::ModelVersionNotFound {
+                    model: name.to_string(),
+                    version: wanted.to_string(),
+                })
+        })
     }
 
     /// Every version of a model, default first.
     pub fn versions(&self, name: &str) -> Result<Vec<(Arc<ModelVersion>, bool)>, ServeError> {
-        let models = self
-            .models
-            .read()
-            .map_err(|_| ServeError::Internal("registry poisoned".into()))?;
-        let entry = models
-            .get(name)
-            .ok_or_else(|| ServeError::ModelNotFound(name.to_string()))?;
-        let mut all: Vec<(Arc<ModelVersion>, bool)> = entry
-            .versions
-            .iter()
-            .map(|(version, model)| (Arc::clone(model), *version == entry.default_version))
-            .collect();
-        all.sort_by_key(|(_, is_default)| !is_default);
-        Ok(all)
+        self.with_entry(name, |entry| {
+            let mut all: Vec<(Arc<ModelVersion>, bool)> = entry
+                .versions
+                .iter()
+                .map(|(version, model)| (Arc::clone(model), *version == entry.default_version))
+                .collect();
+            all.sort_by_key(|(_, is_default)| !is_default);
+            Ok(all)
+        })
     }
 
     /// The default version of every model, sorted by name (TorchServe's list order).
