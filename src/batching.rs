@@ -298,6 +298,19 @@ mod tests {
         }
     }
 
+    /// The next batch from `queue` under `policy`, which must be a batch (not a stop).
+    fn expect_batch(
+        queue: &JobQueue,
+        stop: &Receiver<StopMode>,
+        policy: &BatchPolicy,
+        draining: &mut bool,
+    ) -> Vec<Job> {
+        match next_batch(&queue.receiver(), stop, policy, draining) {
+            Next::Batch(batch) => batch,
+            Next::Stop => panic!("expected a batch"),
+        }
+    }
+
     #[test]
     fn held_places_count_against_the_queue_until_dropped() {
         let queue = JobQueue::new(3);
@@ -336,23 +349,19 @@ mod tests {
             assert!(queue.submit(job().0).is_ok());
         }
         let started = Instant::now();
-        let Next::Batch(batch) = next_batch(
-            &queue.receiver(),
+        let batch = expect_batch(
+            &queue,
             &stop,
             &policy(BatchWait::Eager, 5_000),
             &mut draining,
-        ) else {
-            panic!("expected a batch");
-        };
+        );
         assert_eq!(batch.len(), 4, "capped at batch_size");
-        let Next::Batch(batch) = next_batch(
-            &queue.receiver(),
+        let batch = expect_batch(
+            &queue,
             &stop,
             &policy(BatchWait::Eager, 5_000),
             &mut draining,
-        ) else {
-            panic!("expected a batch");
-        };
+        );
         assert_eq!(batch.len(), 2, "the rest, without waiting for more");
         assert!(started.elapsed() < Duration::from_millis(1_000));
     }
@@ -368,14 +377,7 @@ mod tests {
             assert!(late.submit(job().0).is_ok());
         });
         let started = Instant::now();
-        let Next::Batch(batch) = next_batch(
-            &queue.receiver(),
-            &stop,
-            &policy(BatchWait::Fill, 400),
-            &mut false,
-        ) else {
-            panic!("expected a batch");
-        };
+        let batch = expect_batch(&queue, &stop, &policy(BatchWait::Fill, 400), &mut false);
         sender.join().expect("sender");
         assert_eq!(batch.len(), 2, "the straggler joined");
         let waited = started.elapsed();
