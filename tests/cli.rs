@@ -50,6 +50,27 @@ fn oxserve(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// A prediction with the inference key from the server's key_file.json (token auth is on by
 /// default, as in TorchServe).
+/// `oxserve --start --ncs` on the workspace's config and store with `--models <models>`; it must
+/// succeed (it returns once the server answers).
+fn start(dir: &Path, models: &[&str]) {
+    let mut args = vec![
+        "--start",
+        "--ncs",
+        "--ts-config",
+        "config.properties",
+        "--model-store",
+        "model_store",
+        "--models",
+    ];
+    args.extend_from_slice(models);
+    let output = oxserve(dir, &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 async fn predict(dir: &Path, port: u16, path: &str, digit: u32) -> (u16, String) {
     let keys: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("key_file.json")).unwrap()).unwrap();
@@ -70,25 +91,7 @@ async fn start_serves_the_named_models_and_stop_ends_the_server() {
     let (dir, port) = workspace();
     let _stop = common::StopOnDrop::new(dir.path());
     let started = Instant::now();
-    let output = oxserve(
-        dir.path(),
-        &[
-            "--start",
-            "--ncs",
-            "--ts-config",
-            "config.properties",
-            "--model-store",
-            "model_store",
-            "--models",
-            "mnist.mar",
-            "eight=digits.mar",
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    start(dir.path(), &["mnist.mar", "eight=digits.mar"]);
     println!("--start returned healthy after {:?}", started.elapsed());
     // --start returned, so the server already answers.
     assert_eq!(
@@ -152,24 +155,7 @@ async fn start_serves_the_named_models_and_stop_ends_the_server() {
 async fn models_all_loads_every_archive_in_the_store() {
     let (dir, port) = workspace();
     let _stop = common::StopOnDrop::new(dir.path());
-    let output = oxserve(
-        dir.path(),
-        &[
-            "--start",
-            "--ncs",
-            "--ts-config",
-            "config.properties",
-            "--model-store",
-            "model_store",
-            "--models",
-            "all",
-        ],
-    );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    start(dir.path(), &["all"]);
     assert_eq!(
         predict(dir.path(), port, "/predictions/mnist", 1).await,
         (200, "1".to_string())
