@@ -512,18 +512,20 @@ fn config_requirements_and_model_files_are_carried() {
     assert_eq!(model_config.max_workers, Some(2));
 }
 
-#[test]
-fn model_config_with_a_wrongly_typed_value_is_refused() {
+/// Packs tiny_mlp with `yaml` as its model-config.yaml; the archiver must refuse it. Returns its
+/// error line.
+fn refused_model_config(yaml: &str) -> String {
     let tmp = scene();
-    fs::write(
-        tmp.path().join("model-config.yaml"),
-        "minWorkers: 1\nbatchSize: eight\n",
-    )
-    .unwrap();
-    let error = refused_args(
+    fs::write(tmp.path().join("model-config.yaml"), yaml).unwrap();
+    refused_args(
         tmp.path(),
         &tiny_mlp_args(&["--config-file", "model-config.yaml"]),
-    );
+    )
+}
+
+#[test]
+fn model_config_with_a_wrongly_typed_value_is_refused() {
+    let error = refused_model_config("minWorkers: 1\nbatchSize: eight\n");
     assert!(
         error.contains("batchSize") && error.contains("model-config.yaml"),
         "{error}"
@@ -532,16 +534,7 @@ fn model_config_with_a_wrongly_typed_value_is_refused() {
 
 #[test]
 fn model_config_with_max_workers_below_min_workers_is_refused() {
-    let tmp = scene();
-    fs::write(
-        tmp.path().join("model-config.yaml"),
-        "minWorkers: 3\nmaxWorkers: 1\n",
-    )
-    .unwrap();
-    let error = refused_args(
-        tmp.path(),
-        &tiny_mlp_args(&["--config-file", "model-config.yaml"]),
-    );
+    let error = refused_model_config("minWorkers: 3\nmaxWorkers: 1\n");
     assert!(
         error.contains("maxWorkers") && error.contains("minWorkers"),
         "{error}"
