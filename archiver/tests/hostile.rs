@@ -619,25 +619,25 @@ fn tgz_gnu_long_name_escape_is_refused() {
     assert_unsafe(&scene.refuse(&Limits::default()), "..");
 }
 
-#[test]
-fn tgz_symlink_entry_is_refused() {
-    let scene = Scene::new(&tgz_with(|builder| {
-        let mut header = raw_header(b"m/passwd", tar::EntryType::Symlink, 0);
+/// A .tar.gz whose one entry, `m/passwd`, is a link of `kind` to /etc/passwd.
+fn tgz_link_to_passwd(kind: tar::EntryType) -> Vec<u8> {
+    tgz_with(|builder| {
+        let mut header = raw_header(b"m/passwd", kind, 0);
         header.set_link_name_literal("/etc/passwd").unwrap();
         header.set_cksum();
         builder.append(&header, std::io::empty()).unwrap();
-    }));
+    })
+}
+
+#[test]
+fn tgz_symlink_entry_is_refused() {
+    let scene = Scene::new(&tgz_link_to_passwd(tar::EntryType::Symlink));
     assert_unsafe(&scene.refuse(&Limits::default()), "link");
 }
 
 #[test]
 fn tgz_hardlink_entry_is_refused() {
-    let scene = Scene::new(&tgz_with(|builder| {
-        let mut header = raw_header(b"m/passwd", tar::EntryType::Link, 0);
-        header.set_link_name_literal("/etc/passwd").unwrap();
-        header.set_cksum();
-        builder.append(&header, std::io::empty()).unwrap();
-    }));
+    let scene = Scene::new(&tgz_link_to_passwd(tar::EntryType::Link));
     assert_unsafe(&scene.refuse(&Limits::default()), "link");
 }
 
