@@ -23,7 +23,6 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 import torch.nn as nn
 from PIL import Image
@@ -35,43 +34,11 @@ from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms import functional as TF
 
-OPSET = 17
-REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-FIX = os.path.join(REPO_ROOT, "tests", "fixtures")
+# Shared with make_fixtures.py (same folder): the opset, fixture paths, the onnxruntime
+# signature print-out and the BatchNorm randomisation.
+from make_fixtures import OPSET, describe, path, randomize_bn  # noqa: E402
+
 MAX_BYTES = 3 * 1024 * 1024
-
-
-def path(name: str) -> str:
-    return os.path.join(FIX, name)
-
-
-def ort_session(p: str) -> ort.InferenceSession:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
-
-
-def describe(p: str) -> ort.InferenceSession:
-    sess = ort_session(p)
-    print(f"{os.path.basename(p)} ({os.path.getsize(p)} bytes)")
-    for i in sess.get_inputs():
-        print(f"  input  {i.name}: {i.type} {i.shape}")
-    for o in sess.get_outputs():
-        print(f"  output {o.name}: {o.type} {o.shape}")
-    return sess
-
-
-def randomize_batchnorm(model: nn.Module) -> None:
-    """Non-trivial affine parameters and running statistics for every BatchNorm2d."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(0.75 + 0.5 * torch.rand(c))
-                m.bias.copy_(0.1 * torch.randn(c))
-                m.running_mean.copy_(0.2 * torch.randn(c))
-                m.running_var.copy_(0.5 + torch.rand(c))
 
 
 def load_image(name: str) -> torch.Tensor:
@@ -292,7 +259,7 @@ def build_fcn() -> FCN:
     torch.manual_seed(0)
     backbone = IntermediateLayerGetter(TinySegBody(), return_layers={"layer2": "out"})
     model = FCN(backbone, FCNHead(32, SEG_CLASSES), aux_classifier=None)
-    randomize_batchnorm(model)
+    randomize_bn(model)
     return model.eval()
 
 
