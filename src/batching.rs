@@ -10,7 +10,7 @@
 //! back while a worker is idle: under load, requests queue up while workers are busy, so batches
 //! form by themselves; a lone request is answered at once instead of after `max_batch_delay`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,17 @@ pub struct JobQueue {
     /// count against `job_queue_size`, so an overloaded model answers 503 at once instead of
     /// piling requests up in front of the pre-processing pool.
     reserved: Arc<AtomicUsize>,
+    /// Set while one idle worker polls the queue (see [`IDLE_POLL`]).
+    polling: Arc<AtomicBool>,
+}
+
+/// A worker's end of a model's queue.
+#[derive(Clone)]
+pub struct JobReceiver {
+    jobs: Receiver<Job>,
+    /// Shared by the model's workers: at most one of them polls while idle, the others sleep, so
+    /// idle workers never take both cores from the threads that bring the next request in.
+    polling: Arc<AtomicBool>,
 }
 
 /// A place held in the queue; given back when dropped (after the job is submitted or failed).
@@ -127,6 +138,7 @@ impl JobQueue {
             sender,
             receiver,
             reserved: Arc::default(),
+            polling: Arc::default(),
         }
     }
 
@@ -167,8 +179,11 @@ impl JobQueue {
     }
 
     /// The receiving end, for workers.
-    pub fn receiver(&self) -> Receiver<Job> {
-        self.receiver.clone()
+    pub fn receiver(&self) -> JobReceiver {
+        JobReceiver {
+            jobs: self.receiver.clone(),
+            polling: Arc::clone(&self.polling),
+        }
     }
 }
 
@@ -192,36 +207,49 @@ pub enum Next {
 /// ~0.1 ms on a small VM (futex, inter-processor interrupt, a halted vCPU resuming), which a
 /// tiny model's request pays twice over; a request that arrives within this window is taken at
 /// once. Only gaps between requests are spent polling: under load the queue is never empty, and
-/// an idle server sleeps after one window.
+/// an idle server sleeps after one window. One worker per model polls at a time: on a 2-core
+/// machine, two polling workers would hold both cores while the I/O thread that must bring them
+/// the next request waits for one.
 pub const IDLE_POLL: Duration = Duration::from_micros(200);
 
-fn poll_for_job(jobs: &Receiver<Job>) -> Option<Job> {
+fn poll_for_job(receiver: &JobReceiver) -> Option<Job> {
+    if let Ok(job) = receiver.jobs.try_recv() {
+        return Some(job);
+    }
+    if receiver.polling.swap(true, Ordering::Acquire) {
+        return None;
+    }
     let until = Instant::now() + IDLE_POLL;
-    loop {
-        if let Ok(job) = jobs.try_recv() {
-            return Some(job);
+    let job = loop {
+        if let Ok(job) = receiver.jobs.try_recv() {
+            break Some(job);
         }
         if Instant::now() >= until {
-            return None;
+            break None;
         }
-        std::hint::spin_loop();
-    }
+        // Not a bare spin: a thread woken on this core (the I/O thread, a client) runs at once
+        // instead of waiting out our time slice.
+        std::thread::yield_now();
+    };
+    receiver.polling.store(false, Ordering::Release);
+    job
 }
 
 /// Blocks until a batch is ready under `policy`, or the worker is told to stop. Once told to
 /// drain (`draining` is set), it returns what is still queued and then `Stop`.
 pub fn next_batch(
-    jobs: &Receiver<Job>,
+    receiver: &JobReceiver,
     stop: &Receiver<StopMode>,
     policy: &BatchPolicy,
     draining: &mut bool,
 ) -> Next {
+    let jobs = &receiver.jobs;
     let first = if *draining {
         match jobs.try_recv() {
             Ok(job) => job,
             Err(_) => return Next::Stop,
         }
-    } else if let Some(job) = poll_for_job(jobs) {
+    } else if let Some(job) = poll_for_job(receiver) {
         job
     } else {
         crossbeam_channel::select! {
@@ -324,6 +352,26 @@ mod tests {
         let third = queue.reserve().expect("a place given back");
         drop((second, third));
         assert_eq!(queue.remaining_capacity(), 2);
+    }
+
+    #[test]
+    fn only_one_idle_worker_polls_at_a_time() {
+        let queue = JobQueue::new(2);
+        let receiver = queue.receiver();
+        receiver.polling.store(true, Ordering::Release);
+        assert!(poll_for_job(&receiver).is_none(), "another worker polls");
+        assert!(
+            receiver.polling.load(Ordering::Acquire),
+            "the other worker's turn is left alone"
+        );
+        receiver.polling.store(false, Ordering::Release);
+        assert!(poll_for_job(&receiver).is_none(), "nothing came in");
+        assert!(
+            !receiver.polling.load(Ordering::Acquire),
+            "the turn is given back after polling"
+        );
+        assert!(queue.submit(job().0).is_ok());
+        assert!(poll_for_job(&receiver).is_some());
     }
 
     #[test]

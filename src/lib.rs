@@ -33,6 +33,7 @@
 pub mod auth;
 pub mod batching;
 pub mod config;
+pub mod cores;
 pub mod download;
 pub mod error;
 pub mod handler;

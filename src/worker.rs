@@ -18,7 +18,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ort::session::{RunOptions, Session, SessionInputValue};
 use tokio::sync::oneshot;
 
-use crate::batching::{next_batch, BatchPolicy, Job, JobResult, Next, RunHandle, StopMode};
+use crate::batching::{
+    next_batch, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
+};
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
@@ -82,7 +84,7 @@ pub struct WorkerContext {
     pub handler: Arc<Handler>,
     pub session: SessionSettings,
     pub policy: BatchPolicy,
-    pub jobs: Receiver<Job>,
+    pub jobs: JobReceiver,
     pub stats: Arc<ModelStats>,
 }
 
