@@ -1,7 +1,12 @@
 //! The load generator: a closed loop of `concurrency` clients, each with its own HTTP/1.1
-//! keep-alive connection (hyper's connection-level client: no pool, no extra layers), each sending
-//! its next request as soon as the previous answer has been read in full. The number of requests
-//! in flight is therefore fixed, which is what "concurrency C" means in the report.
+//! keep-alive connection, each sending its next request as soon as the previous answer has been
+//! read in full. The number of requests in flight is therefore fixed, which is what "concurrency
+//! C" means in the report.
+//!
+//! The HTTP is written by hand, as wrk does: the request's bytes are built once, and an answer is
+//! parsed only as far as its status and framing (`Content-Length` or chunked). On a 2-core machine
+//! the client shares the cores with the server, so every microsecond it spends per request is
+//! taken from the server under test (hyper's client cost ~30 µs of CPU per request here).
 //!
 //! Only answers that complete inside the measured window count (the warm-up's do not), for
 //! throughput and latency alike. When the window closes, clients stop sending and wait for their
@@ -12,11 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// One case's load.
@@ -80,10 +81,11 @@ impl Window {
 /// Drives the load until the window closes and returns what happened inside it. Must be called
 /// inside a Tokio runtime (the harness uses a single-threaded one, to leave the cores to the server).
 pub async fn drive(spec: LoadSpec, window: Window) -> LoadOutcome {
+    let request = Arc::new(request_bytes(&spec));
     let spec = Arc::new(spec);
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..spec.concurrency {
-        clients.spawn(client_loop(Arc::clone(&spec), window));
+        clients.spawn(client_loop(Arc::clone(&spec), Arc::clone(&request), window));
     }
     let mut outcome = LoadOutcome::default();
     while let Some(joined) = clients.join_next().await {
@@ -95,11 +97,30 @@ pub async fn drive(spec: LoadSpec, window: Window) -> LoadOutcome {
     outcome
 }
 
+/// The request every client sends, as bytes on the wire.
+fn request_bytes(spec: &LoadSpec) -> Vec<u8> {
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        spec.path,
+        spec.address,
+        spec.body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&spec.body);
+    request
+}
+
+/// One keep-alive connection and its read buffer.
+struct Connection {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
 /// One client: connect once, then request after request on the same connection; reconnect only
-/// after a transport error.
-async fn client_loop(spec: Arc<LoadSpec>, window: Window) -> LoadOutcome {
+/// after a transport error or when the server closes the connection.
+async fn client_loop(spec: Arc<LoadSpec>, request: Arc<Vec<u8>>, window: Window) -> LoadOutcome {
     let mut outcome = LoadOutcome::default();
-    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    let mut connection: Option<Connection> = None;
     loop {
         let started = Instant::now();
         if started >= window.to {
@@ -107,7 +128,12 @@ async fn client_loop(spec: Arc<LoadSpec>, window: Window) -> LoadOutcome {
         }
         if connection.is_none() {
             match connect(spec.address).await {
-                Ok(sender) => connection = Some(sender),
+                Ok(stream) => {
+                    connection = Some(Connection {
+                        stream,
+                        buffer: Vec::with_capacity(16 * 1024),
+                    })
+                }
                 Err(error) => {
                     if window.contains(Instant::now()) {
                         outcome.error(format!("cannot connect: {error}"));
@@ -117,18 +143,27 @@ async fn client_loop(spec: Arc<LoadSpec>, window: Window) -> LoadOutcome {
                 }
             }
         }
-        let Some(sender) = connection.as_mut() else {
+        let Some(open) = connection.as_mut() else {
             continue;
         };
-        let result = send(sender, &spec).await;
+        let result = exchange(open, &request).await;
         let finished = Instant::now();
-        if result.is_err() {
-            connection = None;
-        }
+        let status = match result {
+            Ok(Answer { status, keep_alive }) => {
+                if !keep_alive {
+                    connection = None;
+                }
+                Ok(status)
+            }
+            Err(error) => {
+                connection = None;
+                Err(error)
+            }
+        };
         if !window.contains(finished) {
             continue;
         }
-        match result {
+        match status {
             Ok(200) => outcome.latencies.push(finished - started),
             Ok(status) => outcome.error(format!("HTTP {status}")),
             Err(error) => outcome.error(error),
@@ -136,7 +171,7 @@ async fn client_loop(spec: Arc<LoadSpec>, window: Window) -> LoadOutcome {
     }
 }
 
-async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(address: SocketAddr) -> Result<TcpStream, String> {
     let stream = TcpStream::connect(address)
         .await
         .map_err(|error| error.to_string())?;
@@ -144,34 +179,155 @@ async fn connect(address: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String
     stream
         .set_nodelay(true)
         .map_err(|error| error.to_string())?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|error| error.to_string())?;
-    // Drives the socket; ends when the sender is dropped or the server closes.
-    tokio::spawn(connection);
-    Ok(sender)
+    Ok(stream)
 }
 
-/// Sends the case's request and reads the whole answer; returns its status.
-async fn send(sender: &mut SendRequest<Full<Bytes>>, spec: &LoadSpec) -> Result<u16, String> {
-    sender
-        .ready()
+/// What the client needs of an answer.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    keep_alive: bool,
+}
+
+/// Sends the request and reads the whole answer.
+async fn exchange(connection: &mut Connection, request: &[u8]) -> Result<Answer, String> {
+    connection
+        .stream
+        .write_all(request)
         .await
         .map_err(|error| format!("connection lost: {error}"))?;
-    let request = Request::post(spec.path.as_str())
-        .header(HOST, spec.address.to_string())
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .body(Full::new(spec.body.clone()))
-        .map_err(|error| error.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|error| format!("no answer: {error}"))?;
-    let status = response.status().as_u16();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|error| format!("answer cut short: {error}"))?;
-    Ok(status)
+    connection.buffer.clear();
+    loop {
+        match parse_answer(&connection.buffer)? {
+            Parsed::Complete(answer) => return Ok(answer),
+            Parsed::Partial => {}
+        }
+        if connection.buffer.capacity() - connection.buffer.len() < 4096 {
+            connection
+                .buffer
+                .reserve(connection.buffer.capacity().max(4096));
+        }
+        let read = connection
+            .stream
+            .read_buf(&mut connection.buffer)
+            .await
+            .map_err(|error| format!("answer cut short: {error}"))?;
+        if read == 0 {
+            return Err("the server closed the connection mid-answer".into());
+        }
+    }
+}
+
+enum Parsed {
+    Complete(Answer),
+    Partial,
+}
+
+/// Parses `bytes` as one HTTP/1.1 answer: `Partial` until its head and body are all there.
+fn parse_answer(bytes: &[u8]) -> Result<Parsed, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(head)) => head,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(error) => return Err(format!("malformed answer: {error}")),
+    };
+    let status = response.code.unwrap_or(0);
+    let mut length = None;
+    let mut chunked = false;
+    let mut keep_alive = response.version == Some(1);
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+        if header.name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+            );
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            keep_alive = !value.eq_ignore_ascii_case("close");
+        }
+    }
+    let body = &bytes[head..];
+    let complete = if chunked {
+        chunked_body_ends(body)?
+    } else {
+        body.len() >= length.unwrap_or(0)
+    };
+    Ok(if complete {
+        Parsed::Complete(Answer { status, keep_alive })
+    } else {
+        Parsed::Partial
+    })
+}
+
+/// Whether a chunked body is complete (its last, empty chunk and the final CRLF are there).
+fn chunked_body_ends(mut body: &[u8]) -> Result<bool, String> {
+    loop {
+        let Some(line_end) = body.windows(2).position(|pair| pair == b"\r\n") else {
+            return Ok(false);
+        };
+        let size_text = std::str::from_utf8(&body[..line_end]).unwrap_or("");
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        let rest = &body[line_end + 2..];
+        if size == 0 {
+            // No trailers are sent by the server under test: the body ends with one more CRLF.
+            return Ok(rest.starts_with(b"\r\n"));
+        }
+        if rest.len() < size + 2 {
+            return Ok(false);
+        }
+        body = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(bytes: &[u8]) -> Option<Answer> {
+        match parse_answer(bytes).expect("well-formed") {
+            Parsed::Complete(answer) => Some(answer),
+            Parsed::Partial => None,
+        }
+    }
+
+    #[test]
+    fn an_answer_is_complete_once_its_content_length_is_there() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+        for cut in 0..answer.len() {
+            assert_eq!(parsed(&answer[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(
+            parsed(answer),
+            Some(Answer {
+                status: 200,
+                keep_alive: true
+            })
+        );
+    }
+
+    #[test]
+    fn a_chunked_answer_is_complete_after_its_last_chunk() {
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
+        for cut in 0..answer.len() {
+            assert_eq!(parsed(&answer[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(
+            parsed(answer),
+            Some(Answer {
+                status: 503,
+                keep_alive: false
+            })
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(parse_answer(b"NOT HTTP\r\n\r\n").is_err());
+    }
 }
