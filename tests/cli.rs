@@ -48,8 +48,6 @@ fn oxserve(dir: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// A prediction with the inference key from the server's key_file.json (token auth is on by
-/// default, as in TorchServe).
 /// `oxserve --start --ncs` on the workspace's config and store with `--models <models>`; it must
 /// succeed (it returns once the server answers).
 fn start(dir: &Path, models: &[&str]) {
@@ -71,6 +69,8 @@ fn start(dir: &Path, models: &[&str]) {
     );
 }
 
+/// A prediction with the inference key from the server's key_file.json (token auth is on by
+/// default, as in TorchServe).
 async fn predict(dir: &Path, port: u16, path: &str, digit: u32) -> (u16, String) {
     let keys: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("key_file.json")).unwrap()).unwrap();
