@@ -13,7 +13,8 @@
 # ResNet-18 is exported from torchvision (random weights, fixed seed) the first time. When
 # `python3 -c 'import torch, torchvision'` fails, that creates a venv in .cache/venv and installs
 # torch, torchvision and onnx from PyPI: a ONE-TIME step of several minutes and ~5-6 GB of disk.
-# Runs with `--models digits` skip it.
+# Runs with `--models digits` skip it. The same Python (or $OXSERVE_BENCH_PYTHON) also times
+# TorchServe's PIL + torchvision pre-processing on the benchmark's JPEG, as a reference.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -40,4 +41,19 @@ if [ "$wants_resnet" = yes ] && [ ! -f "$resnet" ]; then
 fi
 
 cargo build --release --quiet -p oxserve -p oxserve-bench
-exec target/release/oxserve-bench "$@"
+
+# TorchServe's own pre-processing (Pillow + torchvision) on the same JPEG, for its time and
+# tensor, when a Python with torchvision is at hand: $OXSERVE_BENCH_PYTHON, python3 or .cache/venv.
+reference=()
+case " $* " in
+  *" --python "*|*" --python="*) ;;
+  *)
+    for candidate in "${OXSERVE_BENCH_PYTHON:-}" python3 .cache/venv/bin/python; do
+      if [ -n "$candidate" ] && "$candidate" -c 'import torchvision, PIL' >/dev/null 2>&1; then
+        reference=(--python "$candidate")
+        break
+      fi
+    done
+    ;;
+esac
+exec target/release/oxserve-bench "${reference[@]}" "$@"

@@ -28,6 +28,14 @@ pub struct Sweep<'a> {
     pub timing: Timing,
     /// Extra config.properties lines (`--set`).
     pub config: &'a [String],
+    /// Also drive `GET /ping` at this concurrency on the same server: the HTTP floor.
+    pub http_floor: Option<usize>,
+}
+
+/// The cases of one sweep, and the HTTP floor when it was asked for.
+pub struct SweepOutcome {
+    pub cases: Vec<ServerCase>,
+    pub http_floor: Option<ServerCase>,
 }
 
 /// Runs the sweep. The cases come back without their ratios to the limit: the caller measures the
@@ -36,7 +44,7 @@ pub fn run_sweep(
     binaries: &Binaries,
     runtime: &tokio::runtime::Runtime,
     sweep: &Sweep,
-) -> anyhow::Result<Vec<ServerCase>> {
+) -> anyhow::Result<SweepOutcome> {
     let store = tempfile::Builder::new()
         .prefix("oxserve-bench-store-")
         .tempdir()?;
@@ -55,10 +63,19 @@ pub fn run_sweep(
             "  oxserve {name} batch_size={} concurrency={concurrency} ...",
             sweep.batch_size
         );
-        let case = run_case(runtime, &server, sweep, concurrency)?;
+        let case = run_case(runtime, &server, sweep, concurrency, Load::Predictions)?;
         server.check_alive()?;
         cases.push(case);
     }
+    let http_floor = match sweep.http_floor {
+        Some(concurrency) => {
+            eprintln!("  oxserve GET /ping concurrency={concurrency} (the HTTP floor) ...");
+            let case = run_case(runtime, &server, sweep, concurrency, Load::Ping)?;
+            server.check_alive()?;
+            Some(case)
+        }
+        None => None,
+    };
     let (errors, warnings) = server.log_problems();
     if errors + warnings > 0 {
         eprintln!(
@@ -67,7 +84,17 @@ pub fn run_sweep(
         );
     }
     server.stop()?;
-    Ok(cases)
+    Ok(SweepOutcome { cases, http_floor })
+}
+
+/// What the clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// The model's request body to `/predictions/{model}`.
+    Predictions,
+    /// `GET /ping`: the cheapest request the server answers, so the cost of HTTP itself (keep-alive
+    /// connection, parsing, routing, the access-log line, the answer) on this machine.
+    Ping,
 }
 
 /// One concurrency: load, RSS sampling and CPU accounting run side by side on the harness's
@@ -77,16 +104,25 @@ fn run_case(
     server: &ServerProcess,
     sweep: &Sweep,
     concurrency: usize,
+    load: Load,
 ) -> anyhow::Result<ServerCase> {
     let name = &sweep.model.name;
     let pid = server.pid();
     let (batches_before, rows_before) = server.batch_counters(name)?;
     let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
-    let spec = LoadSpec {
-        address: server.inference,
-        path: format!("/predictions/{name}"),
-        body: sweep.model.body.clone(),
-        concurrency,
+    let spec = match load {
+        Load::Predictions => LoadSpec {
+            address: server.inference,
+            path: format!("/predictions/{name}"),
+            body: Some(sweep.model.body.clone()),
+            concurrency,
+        },
+        Load::Ping => LoadSpec {
+            address: server.inference,
+            path: "/ping".into(),
+            body: None,
+            concurrency,
+        },
     };
     let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
         tokio::join!(
@@ -106,7 +142,10 @@ fn run_case(
     let latency = Latency::from_samples(&mut latencies);
     let (server_cpu_cores, client_cpu_cores) = cpu.context("reading CPU times from /proc")?;
     Ok(ServerCase {
-        model: name.clone(),
+        model: match load {
+            Load::Predictions => name.clone(),
+            Load::Ping => "GET /ping".into(),
+        },
         batch_size: sweep.batch_size,
         concurrency,
         seconds,

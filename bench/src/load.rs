@@ -26,7 +26,8 @@ pub struct LoadSpec {
     pub address: SocketAddr,
     /// e.g. `/predictions/digits`.
     pub path: String,
-    pub body: Bytes,
+    /// A POST with this body, or a GET when there is none.
+    pub body: Option<Bytes>,
     pub concurrency: usize,
 }
 
@@ -99,14 +100,21 @@ pub async fn drive(spec: LoadSpec, window: Window) -> LoadOutcome {
 
 /// The request every client sends, as bytes on the wire.
 fn request_bytes(spec: &LoadSpec) -> Vec<u8> {
+    let Some(body) = &spec.body else {
+        return format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            spec.path, spec.address
+        )
+        .into_bytes();
+    };
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         spec.path,
         spec.address,
-        spec.body.len()
+        body.len()
     )
     .into_bytes();
-    request.extend_from_slice(&spec.body);
+    request.extend_from_slice(body);
     request
 }
 

@@ -77,6 +77,11 @@ struct Args {
     /// Skip the pre-processing, cold-start and memory measurements.
     #[arg(long)]
     no_probes: bool,
+    /// A Python with torchvision and Pillow: the JPEG is also put through TorchServe's
+    /// pre-processing (scripts/bench/torchvision_preprocess.py) for its time and tensor.
+    /// `bench/run.sh` passes the one it finds.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,8 +128,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut bare_cases: Vec<BareCase> = Vec::new();
     let mut server_cases: Vec<ServerCase> = Vec::new();
-    for model in &models {
-        for &batch in &args.batch_sizes {
+    let mut http_floor: Option<ServerCase> = None;
+    for (model_index, model) in models.iter().enumerate() {
+        for (batch_index, &batch) in args.batch_sizes.iter().enumerate() {
             // The limit is measured just before and just after the sweep it is compared with,
             // so that a machine whose speed changes in between shows as drift, not as a ratio.
             let bare_run = |phase, sessions| -> anyhow::Result<BareCase> {
@@ -160,8 +166,17 @@ fn main() -> anyhow::Result<()> {
                 concurrencies: &concurrencies,
                 timing,
                 config: &args.set,
+                // Once per run, on the first server, at the highest concurrency.
+                http_floor: (model_index == 0 && batch_index == 0)
+                    .then(|| concurrencies.iter().copied().max())
+                    .flatten(),
             };
-            let mut cases = cases::run_sweep(&binaries, &runtime, &sweep)?;
+            let outcome = cases::run_sweep(&binaries, &runtime, &sweep)?;
+            if let Some(floor) = outcome.http_floor {
+                report::emit("http_floor", &floor);
+                http_floor = Some(floor);
+            }
+            let mut cases = outcome.cases;
             let after = bare_run("after", sessions)?;
             for case in &mut cases {
                 case.relate(&before, &after, &lone);
@@ -175,11 +190,20 @@ fn main() -> anyhow::Result<()> {
     let probes = if args.no_probes {
         None
     } else {
-        Some(probes::run_all(&binaries, &root, &models, args.quick)?)
+        Some(probes::run_all(
+            &binaries,
+            &root,
+            &models,
+            args.quick,
+            args.python.as_deref(),
+        )?)
     };
 
     report::print_bare(&bare_cases);
     report::print_server(&server_cases);
+    if let Some(floor) = &http_floor {
+        report::print_http_floor(floor, &server_cases);
+    }
     if args.quick {
         println!(
             "\n(--quick: windows too short for the figures below to mean anything; a smoke run)"

@@ -24,6 +24,99 @@ pub struct PreprocessCost {
     /// Resize, crop and normalise into the float tensor.
     pub resize_normalize: Latency,
     pub total: Latency,
+    /// TorchServe's own pipeline on the same bytes, when a Python with torchvision was given.
+    pub torchserve: Option<TorchvisionReference>,
+}
+
+/// `scripts/bench/torchvision_preprocess.py` on the same JPEG: what TorchServe's
+/// image_classifier spends on it on this machine, and how far its tensor is from oxserve's.
+#[derive(Debug, Serialize)]
+pub struct TorchvisionReference {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    /// TorchServe's median over oxserve's (decode + pre-process).
+    pub speedup: f64,
+    /// Largest and mean |oxserve − torchvision| over the tensor, in normalised units (one 8-bit
+    /// level is 1 / (255 × std) ≈ 0.017–0.018 of them).
+    pub max_abs_diff: f64,
+    pub mean_abs_diff: f64,
+    /// Values equal to within float rounding (1e-5).
+    pub equal_fraction: f64,
+    pub pillow: String,
+    pub libjpeg_turbo: Option<String>,
+    pub torchvision: String,
+}
+
+/// Runs TorchServe's pre-processing (PIL + torchvision, in `python`) on the model's body and
+/// compares it with oxserve's tensor.
+pub fn torchvision_reference(
+    root: &Path,
+    python: &Path,
+    model: &Model,
+    iterations: usize,
+    ours_p50_ms: f64,
+) -> anyhow::Result<TorchvisionReference> {
+    use oxserve::handler::image::{decode, preprocess};
+    let folder = tempfile::tempdir()?;
+    let (image, tensor_path) = (
+        folder.path().join("input.jpg"),
+        folder.path().join("tensor"),
+    );
+    std::fs::write(&image, &model.body)?;
+    let script = root.join("scripts/bench/torchvision_preprocess.py");
+    let output = Command::new(python)
+        .arg(&script)
+        .arg(&image)
+        .arg(iterations.to_string())
+        .arg(&tensor_path)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !output.status.success() {
+        bail!("{} failed ({})", script.display(), output.status);
+    }
+    #[derive(serde::Deserialize)]
+    struct Printed {
+        p50_ms: f64,
+        p90_ms: f64,
+        pillow: String,
+        libjpeg_turbo: Option<String>,
+        torchvision: String,
+    }
+    let printed: Printed = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("reading {}'s output", script.display()))?;
+    let theirs: Vec<f32> = std::fs::read(&tensor_path)?
+        .chunks_exact(4)
+        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .collect();
+    let (ours, _, _) = preprocess(
+        &decode(&model.body, &model.preprocess, true)?,
+        &model.preprocess,
+    )?;
+    if ours.len() != theirs.len() {
+        bail!(
+            "torchvision's tensor has {} values, oxserve's {}",
+            theirs.len(),
+            ours.len()
+        );
+    }
+    let differences: Vec<f64> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .collect();
+    let count = differences.len().max(1) as f64;
+    Ok(TorchvisionReference {
+        p50_ms: printed.p50_ms,
+        p90_ms: printed.p90_ms,
+        speedup: printed.p50_ms / ours_p50_ms,
+        max_abs_diff: differences.iter().copied().fold(0.0, f64::max),
+        mean_abs_diff: differences.iter().sum::<f64>() / count,
+        equal_fraction: differences.iter().filter(|&&d| d < 1e-5).count() as f64 / count,
+        pillow: printed.pillow,
+        libjpeg_turbo: printed.libjpeg_turbo,
+        torchvision: printed.torchvision,
+    })
 }
 
 /// Times `oxserve::handler::image::{decode, preprocess}` on the model's request body.
@@ -52,6 +145,7 @@ pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<Prepr
         decode: Latency::from_samples(&mut decode_times),
         resize_normalize: Latency::from_samples(&mut resize_times),
         total: Latency::from_samples(&mut totals),
+        torchserve: None,
     })
 }
 
@@ -232,12 +326,21 @@ pub fn run_all(
     root: &Path,
     models: &[Model],
     quick: bool,
+    python: Option<&Path>,
 ) -> anyhow::Result<Probes> {
     let resnet = models.iter().find(|model| model.name == "resnet18");
     let preprocess = match resnet {
         Some(model) => {
             eprintln!("pre-processing one {}-byte JPEG ...", model.body.len());
-            let cost = preprocess_cost(model, if quick { 20 } else { 300 })?;
+            let iterations = if quick { 20 } else { 300 };
+            let mut cost = preprocess_cost(model, iterations)?;
+            if let Some(python) = python {
+                eprintln!("the same JPEG through TorchServe's PIL + torchvision pipeline ...");
+                match torchvision_reference(root, python, model, iterations, cost.total.p50_ms) {
+                    Ok(reference) => cost.torchserve = Some(reference),
+                    Err(error) => eprintln!("  skipped: {error:#}"),
+                }
+            }
             report::emit("preprocess", &cost);
             Some(cost)
         }

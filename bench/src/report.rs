@@ -187,6 +187,33 @@ pub fn print_server(cases: &[ServerCase]) {
     }
 }
 
+/// `GET /ping` on the same server against the predictions at the same concurrency: the CPU each
+/// request costs when it is nothing but HTTP, and when it carries an inference.
+pub fn print_http_floor(floor: &ServerCase, cases: &[ServerCase]) {
+    let per_request = |cores: f64, rps: f64| cores * 1e6 / rps.max(f64::MIN_POSITIVE);
+    println!(
+        "\nHTTP floor, GET /ping at concurrency {} on the first server: {:.0} req/s, p50 {:.3} ms, {} errors; CPU per request: server {:.1} us, load generator {:.1} us",
+        floor.concurrency,
+        floor.rps,
+        floor.latency.p50_ms,
+        floor.errors,
+        per_request(floor.server_cpu_cores, floor.rps),
+        floor.client_us_per_request
+    );
+    for case in cases
+        .iter()
+        .filter(|case| case.concurrency == floor.concurrency)
+    {
+        println!(
+            "  {} batch {} at the same concurrency: server {:.1} us of CPU per request, bare ONNX Runtime {:.1} us per item (cores / bare items/s)",
+            case.model,
+            case.batch_size,
+            per_request(case.server_cpu_cores, case.rps),
+            per_request(oxserve::config::Config::cores() as f64, case.bare_items_per_s)
+        );
+    }
+}
+
 /// A figure against its target from issue 6, for the closing summary.
 pub fn print_target(name: &str, measured: &str, target: &str, met: bool) {
     let verdict = if met { "meets" } else { "MISSES" };
@@ -264,6 +291,19 @@ pub fn print_targets(server: &[ServerCase], probes: Option<&Probes>) {
             "<= 1.5 ms",
             cost.total.p50_ms <= 1.5,
         );
+        if let Some(reference) = &cost.torchserve {
+            println!(
+                "  TorchServe's pipeline on the same JPEG (Pillow {} / libjpeg-turbo {}, torchvision {}): {:.3} ms, {:.1}x oxserve's; tensors: max |diff| {:.4}, mean {:.5}, {:.1} % equal",
+                reference.pillow,
+                reference.libjpeg_turbo.as_deref().unwrap_or("?"),
+                reference.torchvision,
+                reference.p50_ms,
+                reference.speedup,
+                reference.max_abs_diff,
+                reference.mean_abs_diff,
+                100.0 * reference.equal_fraction
+            );
+        }
     }
     let measured = format!("{:.0} ms", probes.cold_start.median_ms);
     print_target(
