@@ -304,33 +304,33 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_answer_is_complete_once_its_content_length_is_there() {
-        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    /// Every prefix of `answer` is partial; the whole of it parses to `expected`.
+    fn complete_only_at_its_end(answer: &[u8], expected: Answer) {
         for cut in 0..answer.len() {
             assert_eq!(parsed(&answer[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(
-            parsed(answer),
-            Some(Answer {
+        assert_eq!(parsed(answer), Some(expected));
+    }
+
+    #[test]
+    fn an_answer_is_complete_once_its_content_length_is_there() {
+        complete_only_at_its_end(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            Answer {
                 status: 200,
-                keep_alive: true
-            })
+                keep_alive: true,
+            },
         );
     }
 
     #[test]
     fn a_chunked_answer_is_complete_after_its_last_chunk() {
-        let answer = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n";
-        for cut in 0..answer.len() {
-            assert_eq!(parsed(&answer[..cut]), None, "cut at {cut}");
-        }
-        assert_eq!(
-            parsed(answer),
-            Some(Answer {
+        complete_only_at_its_end(
+            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
+            Answer {
                 status: 503,
-                keep_alive: false
-            })
+                keep_alive: false,
+            },
         );
     }
 

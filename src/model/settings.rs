@@ -78,16 +78,34 @@ pub(super) fn apply_models_entry(settings: &mut ModelSettings, entry: &crate::co
     if let Some(max) = entry.max_workers {
         settings.max_workers = max.max(settings.min_workers);
     }
-    if let Some(size) = entry.batch_size {
+    apply_batching_and_timeouts(
+        settings,
+        entry.batch_size,
+        entry.max_batch_delay,
+        entry.response_timeout,
+        entry.startup_timeout,
+    );
+}
+
+/// The batching and timeout keys that config.properties `models` entries and model-config.yaml
+/// share, in the units TorchServe writes them (milliseconds for the delay, seconds for timeouts).
+fn apply_batching_and_timeouts(
+    settings: &mut ModelSettings,
+    batch_size: Option<usize>,
+    max_batch_delay_ms: Option<u64>,
+    response_timeout_s: Option<u64>,
+    startup_timeout_s: Option<u64>,
+) {
+    if let Some(size) = batch_size {
         settings.batch_size = size.max(1);
     }
-    if let Some(delay) = entry.max_batch_delay {
+    if let Some(delay) = max_batch_delay_ms {
         settings.max_batch_delay = Duration::from_millis(delay);
     }
-    if let Some(timeout) = entry.response_timeout {
+    if let Some(timeout) = response_timeout_s {
         settings.response_timeout = Duration::from_secs(timeout);
     }
-    if let Some(timeout) = entry.startup_timeout {
+    if let Some(timeout) = startup_timeout_s {
         settings.startup_timeout = Duration::from_secs(timeout);
     }
 }
@@ -103,18 +121,13 @@ pub(super) fn apply_model_config(
     if let Some(max) = config.max_workers {
         settings.max_workers = max as usize;
     }
-    if let Some(size) = config.batch_size {
-        settings.batch_size = size.max(1) as usize;
-    }
-    if let Some(delay) = config.max_batch_delay {
-        settings.max_batch_delay = Duration::from_millis(delay);
-    }
-    if let Some(timeout) = config.response_timeout {
-        settings.response_timeout = Duration::from_secs(timeout);
-    }
-    if let Some(timeout) = config.startup_timeout {
-        settings.startup_timeout = Duration::from_secs(timeout);
-    }
+    apply_batching_and_timeouts(
+        settings,
+        config.batch_size.map(|size| size as usize),
+        config.max_batch_delay,
+        config.response_timeout,
+        config.startup_timeout,
+    );
     if let Some(size) = config.job_queue_size {
         settings.job_queue_size = size.max(1) as usize;
     }
