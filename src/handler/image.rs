@@ -10,7 +10,7 @@ use base64::Engine;
 use image::{DynamicImage, ImageFormat, ImageReader};
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
-use super::resample::{resize_window, Window};
+use super::resample::{resize_window, Resized, Window};
 use crate::error::ServeError;
 
 /// A decoded image in the handler's colour mode, 8 bits per channel, interleaved.
@@ -187,6 +187,50 @@ fn round_half_even(value: f64) -> i64 {
     }
 }
 
+/// Where the resized window lands in the output plane (CenterCrop pads when the crop is larger).
+struct Placement {
+    visible_width: usize,
+    out_width: usize,
+    offset_x: usize,
+    offset_y: usize,
+    /// Part of the plane is padding.
+    padded: bool,
+}
+
+/// Writes one channel of the `B`-byte pixels into its plane, normalised. A loop per channel with
+/// a constant pixel size, so that the compiler vectorises it.
+#[inline(always)]
+fn normalise_plane<const B: usize>(
+    visible: &[u8],
+    channel: usize,
+    target: &mut [f32],
+    placement: &Placement,
+    normalise: impl Fn(u8) -> f32,
+) {
+    if placement.padded {
+        // torchvision pads with 0 before normalising.
+        target.fill(normalise(0));
+    }
+    let row_bytes = (placement.visible_width * B).max(1);
+    for (row, source) in visible.chunks_exact(row_bytes).enumerate() {
+        let start = (row + placement.offset_y) * placement.out_width + placement.offset_x;
+        let target = &mut target[start..start + placement.visible_width];
+        if B == 4 {
+            // A pixel as a little-endian word: the channel is a shift away, which vectorises
+            // (gathering every fourth byte does not).
+            let shift = 8 * channel as u32;
+            for (slot, pixel) in target.iter_mut().zip(source.chunks_exact(4)) {
+                let word = u32::from_le_bytes([pixel[0], pixel[1], pixel[2], pixel[3]]);
+                *slot = normalise((word >> shift) as u8);
+            }
+        } else {
+            for (slot, pixel) in target.iter_mut().zip(source.chunks_exact(B)) {
+                *slot = normalise(pixel[channel]);
+            }
+        }
+    }
+}
+
 /// Runs the whole pipeline and returns a `[C, H, W]` float tensor's data and its (H, W).
 pub fn preprocess(
     pixels: &Pixels,
@@ -220,39 +264,31 @@ pub fn preprocess(
             window,
         )
     } else {
-        Vec::new()
+        Resized {
+            data: Vec::new(),
+            pixel_bytes: channels,
+        }
     };
-    let visible_width = window.x1 - window.x0;
     let plane = out_width as usize * out_height as usize;
-    // One lookup table per channel: 8-bit value → normalised float, computed as torchvision does
-    // (x / 255, then (x - mean) / std in float32).
-    let tables: Vec<[f32; 256]> = (0..channels)
-        .map(|channel| {
-            let mean = settings.mean.get(channel).copied().unwrap_or(0.0);
-            let std = settings.std.get(channel).copied().unwrap_or(1.0);
-            let mut table = [0f32; 256];
-            for (value, slot) in table.iter_mut().enumerate() {
-                *slot = ((value as f32) * settings.scale - mean) / std;
-            }
-            table
-        })
-        .collect();
     let mut data = vec![0f32; channels * plane];
-    for (channel, table) in tables.iter().enumerate() {
-        // torchvision pads with 0 before normalising.
-        data[channel * plane..(channel + 1) * plane].fill(table[0]);
-    }
-    let offset_x = (window.x0 as i64 - left) as usize;
-    let offset_y = (window.y0 as i64 - top) as usize;
-    for (row, source_row) in visible
-        .chunks_exact((visible_width * channels).max(1))
-        .enumerate()
-    {
-        let target_row = (row + offset_y) * out_width as usize + offset_x;
-        for (column, pixel) in source_row.chunks_exact(channels).enumerate() {
-            for (channel, &value) in pixel.iter().enumerate() {
-                data[channel * plane + target_row + column] = tables[channel][value as usize];
-            }
+    let placement = Placement {
+        visible_width: window.x1 - window.x0,
+        out_width: out_width as usize,
+        offset_x: (window.x0 as i64 - left) as usize,
+        offset_y: (window.y0 as i64 - top) as usize,
+        padded: window.x1 - window.x0 != out_width as usize
+            || window.y1 - window.y0 != out_height as usize,
+    };
+    for (channel, target) in data.chunks_exact_mut(plane.max(1)).enumerate() {
+        let mean = settings.mean.get(channel).copied().unwrap_or(0.0);
+        let std = settings.std.get(channel).copied().unwrap_or(1.0);
+        // torchvision: x / 255 (here `scale`), then (x - mean) / std, in float32.
+        let normalise = |value: u8| (f32::from(value) * settings.scale - mean) / std;
+        match visible.pixel_bytes {
+            1 => normalise_plane::<1>(&visible.data, channel, target, &placement, normalise),
+            3 => normalise_plane::<3>(&visible.data, channel, target, &placement, normalise),
+            4 => normalise_plane::<4>(&visible.data, channel, target, &placement, normalise),
+            other => unreachable!("pixels of {other} bytes"),
         }
     }
     Ok((data, out_height, out_width))

@@ -10,7 +10,8 @@
 //!
 //! Speed: the horizontal pass (most of the work) runs 8 source rows at a time over a transposed
 //! block, so that every tap is one wide multiply-add; the whole resize is compiled a second time
-//! for AVX2 (its RGB inner loop with intrinsics) and picked at run time.
+//! for AVX2 (the RGB transposition and inner loop with intrinsics, in `avx2.rs`) and picked at run
+//! time.
 
 /// Pillow's fixed-point precision for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -84,13 +85,23 @@ fn clip8(sum: i32) -> u8 {
 /// Source rows the horizontal pass handles at once.
 const BLOCK_ROWS: usize = 8;
 
+/// Bytes per pixel in the passes' buffers for `channels`-byte pixels: RGB is padded to 4 (see
+/// `horizontal_pass`).
+const fn padded(channels: usize) -> usize {
+    if channels == 3 {
+        4
+    } else {
+        channels
+    }
+}
+
 /// The horizontal pass, `BLOCK_ROWS` rows at a time: the block is first transposed so that each
 /// source column holds its `BLOCK_ROWS` pixels contiguously, `P` bytes each (`L = BLOCK_ROWS × P`
 /// of them); every output pixel is then `L`-wide multiply-adds of one column per tap, which
-/// compile to SIMD. RGB pixels are padded to `P = 4` bytes: the lanes then fill whole vector
-/// registers (with 24 lanes the compiler left a third of the work scalar), and the transpose moves
-/// a pixel with one 4-byte copy instead of three byte stores. Same integer arithmetic as Pillow,
-/// so the same bytes; the padding lane's sums are never read.
+/// compile to SIMD. RGB pixels are padded to `P = 4` bytes, in the block and in `temp`: the lanes
+/// then fill whole vector registers (with 24 lanes the compiler left a third of the work scalar),
+/// and a pixel moves as one 4-byte word. Same integer arithmetic as Pillow, so the same bytes; the
+/// padding byte's value is never read.
 #[inline(always)]
 fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: bool>(
     source_rows: &[u8],
@@ -106,26 +117,37 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
         start + count
     };
     let columns = last_column - first_column;
-    let out_row_len = (window.x1 - window.x0) * C;
+    let out_row_len = (window.x1 - window.x0) * P;
     let rows = source_rows.len() / (width * C);
     let mut block = vec![0u8; columns * L];
     for block_start in (0..rows).step_by(BLOCK_ROWS) {
         let block_rows = BLOCK_ROWS.min(rows - block_start);
+        let block_source = &source_rows[block_start * width * C..];
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 && C == 3 && P == 4 && block_rows == BLOCK_ROWS {
+            #[allow(unsafe_code)]
+            // SAFETY: `AVX2` is only set on the path `resize_window` takes after checking that
+            // the CPU has AVX2.
+            {
+                done =
+                    unsafe { avx2::transpose_rgb(block_source, width, first_column, &mut block) };
+            }
+        }
         for row in 0..block_rows {
-            let source = &source_rows[(block_start + row) * width * C..][..width * C];
-            transpose_row::<C, P, L>(&source[first_column * C..], &mut block, columns, row);
+            let source = &block_source[row * width * C..][..width * C];
+            let skip = (first_column + done) * C;
+            let rest = &mut block[done * L..];
+            transpose_row::<C, P, L>(&source[skip..], rest, columns - done, row);
         }
         for (index, out) in (window.x0..window.x1).enumerate() {
             let (start, count) = coefficients.bounds[out];
             let taps =
                 &coefficients.weights[out * coefficients.stride..out * coefficients.stride + count];
             let columns = &block[(start - first_column) * L..(start - first_column + count) * L];
-            let sums = weighted_sums::<L, AVX2>(taps, columns);
-            for row in 0..block_rows {
-                let target = &mut temp[(block_start + row) * out_row_len + index * C..][..C];
-                for (slot, &sum) in target.iter_mut().zip(&sums[row * P..row * P + C]) {
-                    *slot = clip8(sum);
-                }
+            let pixels = weighted_pixels::<P, L, AVX2>(taps, columns);
+            for (row, pixel) in pixels.iter().enumerate().take(block_rows) {
+                temp[(block_start + row) * out_row_len + index * P..][..P].copy_from_slice(pixel);
             }
         }
     }
@@ -162,19 +184,25 @@ fn transpose_row<const C: usize, const P: usize, const L: usize>(
     }
 }
 
-/// `Σ tap × column` over the taps, lane by lane, plus Pillow's rounding half. `columns` holds
-/// `taps.len()` columns of `L` bytes.
+/// One output pixel for each of the block's rows: `Σ tap × column` over the taps, lane by lane,
+/// plus Pillow's rounding half, clipped to 8 bits. `columns` holds `taps.len()` columns of `L`
+/// bytes.
 #[inline(always)]
-fn weighted_sums<const L: usize, const AVX2: bool>(taps: &[i32], columns: &[u8]) -> [i32; L] {
+fn weighted_pixels<const P: usize, const L: usize, const AVX2: bool>(
+    taps: &[i32],
+    columns: &[u8],
+) -> [[u8; P]; BLOCK_ROWS] {
+    let mut pixels = [[0u8; P]; BLOCK_ROWS];
     #[cfg(target_arch = "x86_64")]
-    if AVX2 && L == 32 {
+    if AVX2 && P == 4 && L == 32 {
         #[allow(unsafe_code)]
         // SAFETY: `AVX2` is only set on the path `resize_window` takes after checking that the
         // CPU has AVX2.
-        let sums = unsafe { avx2::weighted_sums_32(taps, columns) };
-        let mut out = [0i32; L];
-        out.copy_from_slice(&sums);
-        return out;
+        let words = unsafe { avx2::weighted_pixels_32(taps, columns) };
+        for (pixel, word) in pixels.iter_mut().zip(words) {
+            pixel.copy_from_slice(&word.to_le_bytes()[..P]);
+        }
+        return pixels;
     }
     let mut sums = [1i32 << (PRECISION_BITS - 1); L];
     for (&weight, column) in taps.iter().zip(columns.chunks_exact(L)) {
@@ -182,56 +210,12 @@ fn weighted_sums<const L: usize, const AVX2: bool>(taps: &[i32], columns: &[u8])
             *sum += i32::from(value) * weight;
         }
     }
-    sums
-}
-
-/// The horizontal pass's inner loop for 32 lanes (8 RGB rows padded to 4 bytes) written with
-/// AVX2 intrinsics: four 8-lane accumulators that stay in registers. The compiler's own
-/// vectorisation of the same loop came out scalar (fully unrolled, spilled to the stack) at 32
-/// lanes, and two-thirds vector at 24.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-mod avx2 {
-    use std::arch::x86_64::{
-        __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepu8_epi32,
-        _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_set1_epi32,
-        _mm256_storeu_si256, _mm_srli_si128,
-    };
-
-    use super::PRECISION_BITS;
-
-    /// # Safety
-    /// The CPU must have AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub unsafe fn weighted_sums_32(taps: &[i32], columns: &[u8]) -> [i32; 32] {
-        assert!(columns.len() >= taps.len() * 32, "a column per tap");
-        let mut sums = [_mm256_set1_epi32(1 << (PRECISION_BITS - 1)); 4];
-        for (tap, &weight) in taps.iter().enumerate() {
-            let weight = _mm256_set1_epi32(weight);
-            // SAFETY: bytes tap*32 .. tap*32+32 are inside `columns` (asserted above).
-            let bytes =
-                unsafe { _mm256_loadu_si256(columns.as_ptr().add(tap * 32).cast::<__m256i>()) };
-            let low = _mm256_castsi256_si128(bytes);
-            let high = _mm256_extracti128_si256::<1>(bytes);
-            let quarters = [
-                low,
-                _mm_srli_si128::<8>(low),
-                high,
-                _mm_srli_si128::<8>(high),
-            ];
-            for (sum, quarter) in sums.iter_mut().zip(quarters) {
-                let product = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(quarter), weight);
-                *sum = _mm256_add_epi32(*sum, product);
-            }
+    for (pixel, sums) in pixels.iter_mut().zip(sums.chunks_exact(P)) {
+        for (slot, &sum) in pixel.iter_mut().zip(sums) {
+            *slot = clip8(sum);
         }
-        let mut out = [0i32; 32];
-        for (chunk, sum) in out.chunks_exact_mut(8).zip(sums) {
-            // SAFETY: each chunk is 8 i32s, the 32 bytes the store writes.
-            unsafe { _mm256_storeu_si256(chunk.as_mut_ptr().cast::<__m256i>(), sum) };
-        }
-        out
     }
+    pixels
 }
 
 /// A rectangle of the resized image, `x0..x1` × `y0..y1`.
@@ -243,14 +227,22 @@ pub struct Window {
     pub y1: usize,
 }
 
+/// The resized window, row-major, `pixel_bytes` per pixel: the image's channels first, then (for
+/// RGB, padded to 4 bytes) one byte of no meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resized {
+    pub data: Vec<u8>,
+    pub pixel_bytes: usize,
+}
+
 /// Resizes interleaved 8-bit pixels (`channels` per pixel) from `width`×`height` to
-/// `out_width`×`out_height` and returns only the `window` of the result, row-major.
+/// `out_width`×`out_height` and returns only the `window` of the result.
 pub fn resize_window(
     data: &[u8],
     source: (usize, usize, usize),
     resized: (usize, usize),
     window: Window,
-) -> Vec<u8> {
+) -> Resized {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         /// The same code, compiled with AVX2 instructions.
@@ -261,7 +253,7 @@ pub fn resize_window(
             source: (usize, usize, usize),
             resized: (usize, usize),
             window: Window,
-        ) -> Vec<u8> {
+        ) -> Resized {
             resize::<true>(data, source, resized, window)
         }
         #[allow(unsafe_code)]
@@ -278,7 +270,7 @@ fn resize<const AVX2: bool>(
     (width, height, channels): (usize, usize, usize),
     (out_width, out_height): (usize, usize),
     window: Window,
-) -> Vec<u8> {
+) -> Resized {
     let window_width = window.x1 - window.x0;
     let need_horizontal = out_width != width;
     let need_vertical = out_height != height;
@@ -294,7 +286,12 @@ fn resize<const AVX2: bool>(
     };
     // Horizontal pass over the needed rows and the window's columns.
     let rows = last_row - first_row;
-    let row_len = window_width * channels;
+    let pixel_bytes = if need_horizontal {
+        padded(channels)
+    } else {
+        channels
+    };
+    let row_len = window_width * pixel_bytes;
     let mut temp = vec![0u8; rows * row_len];
     if need_horizontal {
         let horizontal = coefficients(width, out_width);
@@ -324,7 +321,10 @@ fn resize<const AVX2: bool>(
         }
     }
     let Some(vertical) = vertical else {
-        return temp;
+        return Resized {
+            data: temp,
+            pixel_bytes,
+        };
     };
     // Vertical pass over the window's rows, a whole row at a time: each tap adds one contiguous
     // source row into the accumulators, which the compiler vectorises.
@@ -348,156 +348,14 @@ fn resize<const AVX2: bool>(
             *slot = clip8(sum);
         }
     }
-    out
+    Resized {
+        data: out,
+        pixel_bytes,
+    }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn identity_and_flat_images_are_preserved() {
-        let flat = vec![77u8; 40 * 30 * 3];
-        let window = Window {
-            x0: 0,
-            x1: 13,
-            y0: 0,
-            y1: 10,
-        };
-        let out = resize_window(&flat, (40, 30, 3), (13, 10), window);
-        assert!(out.iter().all(|&value| value == 77));
-        let gradient: Vec<u8> = (0..16u8).collect();
-        let same = resize_window(
-            &gradient,
-            (4, 4, 1),
-            (4, 4),
-            Window {
-                x0: 1,
-                x1: 3,
-                y0: 1,
-                y1: 3,
-            },
-        );
-        assert_eq!(same, vec![5, 6, 9, 10]);
-    }
-
-    /// Pillow's two passes written pixel by pixel, as its C code reads: the reference the blocked,
-    /// vectorised passes must match byte for byte.
-    fn reference_resize(
-        data: &[u8],
-        (width, height, channels): (usize, usize, usize),
-        (out_width, out_height): (usize, usize),
-    ) -> Vec<u8> {
-        let horizontal = coefficients(width, out_width);
-        let mut temp = vec![0u8; height * out_width * channels];
-        for y in 0..height {
-            for x in 0..out_width {
-                let (start, count) = horizontal.bounds[x];
-                for channel in 0..channels {
-                    let mut sum = 1i32 << (PRECISION_BITS - 1);
-                    for tap in 0..count {
-                        let value = data[(y * width + start + tap) * channels + channel];
-                        sum += i32::from(value) * horizontal.weights[x * horizontal.stride + tap];
-                    }
-                    temp[(y * out_width + x) * channels + channel] = clip8(sum);
-                }
-            }
-        }
-        let vertical = coefficients(height, out_height);
-        let mut out = vec![0u8; out_height * out_width * channels];
-        for y in 0..out_height {
-            let (start, count) = vertical.bounds[y];
-            for x in 0..out_width * channels {
-                let mut sum = 1i32 << (PRECISION_BITS - 1);
-                for tap in 0..count {
-                    let value = temp[(start + tap) * out_width * channels + x];
-                    sum += i32::from(value) * vertical.weights[y * vertical.stride + tap];
-                }
-                out[y * out_width * channels + x] = clip8(sum);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn blocked_passes_equal_the_pixel_by_pixel_reference() {
-        // Sizes that leave partial row blocks, shrink and enlarge, one and three channels.
-        for (width, height, out_width, out_height) in [
-            (37, 23, 15, 9),
-            (64, 61, 64, 20),
-            (50, 50, 17, 33),
-            (13, 11, 29, 27),
-            (720, 540, 256, 192),
-        ] {
-            for channels in [1, 3] {
-                let image: Vec<u8> = (0..width * height * channels)
-                    .map(|index| ((index * 7919 + index / 13) % 256) as u8)
-                    .collect();
-                let window = Window {
-                    x0: 0,
-                    x1: out_width,
-                    y0: 0,
-                    y1: out_height,
-                };
-                let ours = resize_window(
-                    &image,
-                    (width, height, channels),
-                    (out_width, out_height),
-                    window,
-                );
-                let reference =
-                    reference_resize(&image, (width, height, channels), (out_width, out_height));
-                assert!(
-                    ours == reference,
-                    "{width}x{height}x{channels} -> {out_width}x{out_height} differs"
-                );
-                // The portable code too, which CPUs without AVX2 run.
-                let portable = resize::<false>(
-                    &image,
-                    (width, height, channels),
-                    (out_width, out_height),
-                    window,
-                );
-                assert!(
-                    portable == reference,
-                    "{width}x{height}x{channels} -> {out_width}x{out_height} differs without AVX2"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_window_equals_the_same_part_of_the_full_resize() {
-        let image: Vec<u8> = (0..37 * 23 * 3)
-            .map(|index| (index * 7 % 251) as u8)
-            .collect();
-        let full = resize_window(
-            &image,
-            (37, 23, 3),
-            (15, 9),
-            Window {
-                x0: 0,
-                x1: 15,
-                y0: 0,
-                y1: 9,
-            },
-        );
-        let part = resize_window(
-            &image,
-            (37, 23, 3),
-            (15, 9),
-            Window {
-                x0: 4,
-                x1: 11,
-                y0: 2,
-                y1: 7,
-            },
-        );
-        for row in 0..5 {
-            assert_eq!(
-                &part[row * 21..(row + 1) * 21],
-                &full[((row + 2) * 15 + 4) * 3..((row + 2) * 15 + 11) * 3]
-            );
-        }
-    }
-}
+mod tests;
