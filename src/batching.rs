@@ -212,6 +212,13 @@ pub enum Next {
 /// the next request waits for one.
 pub const IDLE_POLL: Duration = Duration::from_micros(200);
 
+impl JobReceiver {
+    /// No job is waiting.
+    pub fn is_idle(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
 fn poll_for_job(receiver: &JobReceiver) -> Option<Job> {
     if let Ok(job) = receiver.jobs.try_recv() {
         return Some(job);
@@ -242,6 +249,7 @@ pub fn next_batch(
     stop: &Receiver<StopMode>,
     policy: &BatchPolicy,
     draining: &mut bool,
+    before_waiting: &mut dyn FnMut(),
 ) -> Next {
     let jobs = &receiver.jobs;
     let first = if *draining {
@@ -249,7 +257,12 @@ pub fn next_batch(
             Ok(job) => job,
             Err(_) => return Next::Stop,
         }
-    } else if let Some(job) = poll_for_job(receiver) {
+    } else if let Ok(job) = jobs.try_recv() {
+        job
+    } else if let Some(job) = {
+        before_waiting();
+        poll_for_job(receiver)
+    } {
         job
     } else {
         crossbeam_channel::select! {
@@ -285,6 +298,7 @@ pub fn next_batch(
         let Some(left) = policy.max_batch_delay.checked_sub(started.elapsed()) else {
             break;
         };
+        before_waiting();
         match jobs.recv_timeout(left) {
             Ok(job) => {
                 items += job.items.len();
@@ -297,10 +311,11 @@ pub fn next_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn job() -> (Job, oneshot::Receiver<JobResult>) {
+    /// A queued request with one raw item, and the receiver of its answer.
+    pub(crate) fn job() -> (Job, oneshot::Receiver<JobResult>) {
         let (reply, receiver) = oneshot::channel();
         let item = crate::handler::RequestItem {
             bytes: bytes::Bytes::from_static(b"x"),
@@ -333,7 +348,7 @@ mod tests {
         policy: &BatchPolicy,
         draining: &mut bool,
     ) -> Vec<Job> {
-        match next_batch(&queue.receiver(), stop, policy, draining) {
+        match next_batch(&queue.receiver(), stop, policy, draining, &mut || {}) {
             Next::Batch(batch) => batch,
             Next::Stop => panic!("expected a batch"),
         }
@@ -436,6 +451,41 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_is_told_before_it_waits_and_only_then() {
+        let queue = JobQueue::new(4);
+        let (_stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
+        let (queued, _answer) = job();
+        assert!(queue.submit(queued).is_ok());
+        let mut told = 0;
+        let next = next_batch(
+            &queue.receiver(),
+            &stop,
+            &policy(BatchWait::Eager, 10),
+            &mut false,
+            &mut || told += 1,
+        );
+        assert!(matches!(next, Next::Batch(ref jobs) if jobs.len() == 1));
+        assert_eq!(told, 0, "a job was waiting: no wait, no call");
+        let receiver = queue.receiver();
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            let (queued, answer) = job();
+            assert!(queue.submit(queued).is_ok());
+            answer
+        });
+        let next = next_batch(
+            &receiver,
+            &stop,
+            &policy(BatchWait::Eager, 10),
+            &mut false,
+            &mut || told += 1,
+        );
+        assert!(matches!(next, Next::Batch(_)));
+        assert_eq!(told, 1, "told once, before waiting for the late job");
+        drop(late.join());
+    }
+
+    #[test]
     fn stop_wakes_an_idle_worker() {
         let queue = JobQueue::new(1);
         let (stop_tx, stop) = crossbeam_channel::bounded::<StopMode>(1);
@@ -445,6 +495,7 @@ mod tests {
             &stop,
             &policy(BatchWait::Eager, 10),
             &mut false,
+            &mut || {},
         );
         assert!(matches!(next, Next::Stop));
     }
@@ -465,7 +516,8 @@ mod tests {
         let mut draining = false;
         let mut served = 0;
         // Whether the stop is seen before or after some jobs, all three are served, then it stops.
-        while let Next::Batch(batch) = next_batch(&queue.receiver(), &stop, &single, &mut draining)
+        while let Next::Batch(batch) =
+            next_batch(&queue.receiver(), &stop, &single, &mut draining, &mut || {})
         {
             served += batch.len();
             assert!(served <= 3);
