@@ -214,8 +214,11 @@ fn worker_loop(
             };
             context.stats.record_batch(times, ids.as_deref());
         }
+        // Only answers of short batches are held: the next batch is likely as short, so a held
+        // answer waits a fraction of HOLD_TIME; on a big graph a wake-up is cheap next to a run.
+        let short = taken.elapsed() <= HOLD_TIME / 2;
         held.hold(replies);
-        if context.jobs.is_idle() || held.is_due() {
+        if !short || context.jobs.is_idle() || held.is_due() {
             held.send_all();
         }
     }
@@ -304,9 +307,10 @@ impl Replies {
 /// several of them instead of once each. A wake-up costs more than an answer on a small machine
 /// (futex, inter-processor interrupt, a context switch that evicts the worker's caches); under
 /// load the I/O thread then reads and writes several requests per wake-up, and the workers lose
-/// their cores to it less often. Held answers go out as soon as the queue is empty, before the
-/// worker waits for anything, and at the latest after `HOLD_REQUESTS` answers or `HOLD_TIME`: a
-/// lone request is never held, and a held one waits at most one batch's compute.
+/// their cores to it less often. Only a short batch's answers (≤ `HOLD_TIME / 2` of compute: a
+/// small graph, where wake-ups weigh) are held; they go out as soon as the queue is empty, before
+/// the worker waits for anything, and at the latest after `HOLD_REQUESTS` answers or once the
+/// oldest has waited `HOLD_TIME` (checked after each batch). A lone request is never held.
 #[derive(Default)]
 struct HeldReplies {
     batches: Vec<Replies>,
