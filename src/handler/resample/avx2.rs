@@ -114,9 +114,16 @@ pub unsafe fn weighted_pixels_32(taps: &[i32], columns: &[u8]) -> [u32; BLOCK_RO
     // `clip8` on 32 lanes: the shift leaves -512..=511, which the 16-bit pack keeps and the
     // unsigned 8-bit pack clamps to 0..=255. `sums[i]` holds rows 2i and 2i+1; the packs, which
     // work per 128-bit half, leave the rows' words in the order 0 2 4 6 1 3 5 7.
+    const SHIFT: i32 = PRECISION_BITS as i32;
     let [s0, s1, s2, s3] = sums;
-    let shift = |sum| _mm256_srai_epi32::<{ PRECISION_BITS as i32 }>(sum);
-    let (s0, s1, s2, s3) = (shift(s0), shift(s1), shift(s2), shift(s3));
+    let (s0, s1) = (
+        _mm256_srai_epi32::<SHIFT>(s0),
+        _mm256_srai_epi32::<SHIFT>(s1),
+    );
+    let (s2, s3) = (
+        _mm256_srai_epi32::<SHIFT>(s2),
+        _mm256_srai_epi32::<SHIFT>(s3),
+    );
     let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
     let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     let mut words = [0u32; BLOCK_ROWS];
