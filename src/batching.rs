@@ -219,10 +219,8 @@ impl JobReceiver {
     }
 }
 
+/// Polls the queue for up to [`IDLE_POLL`], unless another worker of the model already does.
 fn poll_for_job(receiver: &JobReceiver) -> Option<Job> {
-    if let Ok(job) = receiver.jobs.try_recv() {
-        return Some(job);
-    }
     if receiver.polling.swap(true, Ordering::Acquire) {
         return None;
     }
@@ -259,26 +257,25 @@ pub fn next_batch(
         }
     } else if let Ok(job) = jobs.try_recv() {
         job
-    } else if let Some(job) = {
-        before_waiting();
-        poll_for_job(receiver)
-    } {
-        job
     } else {
-        crossbeam_channel::select! {
-            recv(stop) -> mode => match mode {
-                Ok(StopMode::Drain) => {
-                    *draining = true;
-                    match jobs.try_recv() {
-                        Ok(job) => job,
-                        Err(_) => return Next::Stop,
+        before_waiting();
+        match poll_for_job(receiver) {
+            Some(job) => job,
+            None => crossbeam_channel::select! {
+                recv(stop) -> mode => match mode {
+                    Ok(StopMode::Drain) => {
+                        *draining = true;
+                        match jobs.try_recv() {
+                            Ok(job) => job,
+                            Err(_) => return Next::Stop,
+                        }
                     }
-                }
-                _ => return Next::Stop,
-            },
-            recv(jobs) -> job => match job {
-                Ok(job) => job,
-                Err(_) => return Next::Stop,
+                    _ => return Next::Stop,
+                },
+                recv(jobs) -> job => match job {
+                    Ok(job) => job,
+                    Err(_) => return Next::Stop,
+                },
             },
         }
     };

@@ -110,19 +110,18 @@ fn run_case(
     let pid = server.pid();
     let (batches_before, rows_before) = server.batch_counters(name)?;
     let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
-    let spec = match load {
-        Load::Predictions => LoadSpec {
-            address: server.inference,
-            path: format!("/predictions/{name}"),
-            body: Some(sweep.model.body.clone()),
-            concurrency,
-        },
-        Load::Ping => LoadSpec {
-            address: server.inference,
-            path: "/ping".into(),
-            body: None,
-            concurrency,
-        },
+    let (path, body) = match load {
+        Load::Predictions => (
+            format!("/predictions/{name}"),
+            Some(sweep.model.body.clone()),
+        ),
+        Load::Ping => ("/ping".into(), None),
+    };
+    let spec = LoadSpec {
+        address: server.inference,
+        path,
+        body,
+        concurrency,
     };
     let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
         tokio::join!(
