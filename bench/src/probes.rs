@@ -36,6 +36,9 @@ pub struct TorchvisionReference {
     pub p90_ms: f64,
     /// TorchServe's median over oxserve's (decode + pre-process).
     pub speedup: f64,
+    /// Pillow's decode alone (libjpeg-turbo, full size): what reproducing TorchServe's pixels
+    /// costs at least with the decoder it uses.
+    pub pillow_decode_p50_ms: Option<f64>,
     /// Largest and mean |oxserve − torchvision| over the tensor, in normalised units (one 8-bit
     /// level is 1 / (255 × std) ≈ 0.017–0.018 of them).
     pub max_abs_diff: f64,
@@ -79,6 +82,8 @@ pub fn torchvision_reference(
     struct Printed {
         p50_ms: f64,
         p90_ms: f64,
+        #[serde(default)]
+        decode_p50_ms: Option<f64>,
         pillow: String,
         libjpeg_turbo: Option<String>,
         torchvision: String,
@@ -110,6 +115,7 @@ pub fn torchvision_reference(
         p50_ms: printed.p50_ms,
         p90_ms: printed.p90_ms,
         speedup: printed.p50_ms / ours_p50_ms,
+        pillow_decode_p50_ms: printed.decode_p50_ms,
         max_abs_diff: differences.iter().copied().fold(0.0, f64::max),
         mean_abs_diff: differences.iter().sum::<f64>() / count,
         equal_fraction: differences.iter().filter(|&&d| d < 1e-5).count() as f64 / count,

@@ -343,6 +343,14 @@ pub fn print_targets(server: &[ServerCase], probes: Option<&Probes>) {
                 reference.mean_abs_diff,
                 100.0 * reference.equal_fraction
             );
+            if let Some(floor) = reference.pillow_decode_p50_ms {
+                println!(
+                    "  Pillow's decode alone (libjpeg-turbo, full size): {floor:.3} ms; oxserve's decode {:.3} ms ({:.2}x), its whole pre-processing {:.2}x that floor",
+                    cost.decode.p50_ms,
+                    cost.decode.p50_ms / floor,
+                    cost.total.p50_ms / floor
+                );
+            }
         }
     }
     let measured = format!("{:.0} ms", probes.cold_start.median_ms);

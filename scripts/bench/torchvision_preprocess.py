@@ -8,7 +8,8 @@ compares the time and the tensor with oxserve's; CI never needs it.
     python torchvision_preprocess.py IMAGE ITERATIONS TENSOR_OUT
 
 Prints one JSON object (median and p90 in ms, versions) and writes the float32 CHW tensor,
-little-endian, to TENSOR_OUT.
+little-endian, to TENSOR_OUT. It also times Pillow's decode alone (open + load: libjpeg-turbo at
+full size), the floor for any pipeline that must reproduce these pixels.
 """
 import io
 import json
@@ -44,6 +45,12 @@ def main():
         tensor = run()
         times.append((time.perf_counter() - started) * 1000.0)
     times.sort()
+    decode_times = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        Image.open(io.BytesIO(data)).load()
+        decode_times.append((time.perf_counter() - started) * 1000.0)
+    decode_times.sort()
     with open(tensor_out, "wb") as out:
         out.write(tensor.contiguous().numpy().astype("<f4").tobytes())
     print(
@@ -52,6 +59,7 @@ def main():
                 "iterations": iterations,
                 "p50_ms": times[len(times) // 2],
                 "p90_ms": times[min(len(times) - 1, len(times) * 9 // 10)],
+                "decode_p50_ms": decode_times[len(decode_times) // 2],
                 "shape": list(tensor.shape),
                 "pillow": PIL.__version__,
                 "libjpeg_turbo": features.version("libjpeg_turbo"),

@@ -78,13 +78,20 @@ pub async fn request_context(
     let status = response.status().as_u16();
     state.metrics.record_status(status);
     let elapsed = started.elapsed();
+    let remote = remote
+        .map(|address| address.to_string())
+        .unwrap_or_default();
+    let line = format_args!(
+        "/{remote} \"{method} {uri} {version:?}\" {status} {}",
+        elapsed.as_millis()
+    );
+    crate::logging::write_line(crate::logging::LineLog::Access, line);
+    // For the console and ts_log.log, when the log filter lets ACCESS_LOG through.
     tracing::info!(
         target: "ACCESS_LOG",
         request_id = %id,
         duration_us = elapsed.as_micros() as u64,
-        "/{} \"{method} {uri} {version:?}\" {status} {}",
-        remote.map(|address| address.to_string()).unwrap_or_default(),
-        elapsed.as_millis()
+        "{line}"
     );
     response
 }

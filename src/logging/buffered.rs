@@ -115,21 +115,34 @@ pub struct LineWriter<'a> {
     shared: &'a Shared,
 }
 
-impl Write for LineWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let Ok(mut buffer) = self.shared.buffer.lock() else {
-            return Ok(bytes.len());
+impl Shared {
+    fn append(&self, bytes: &[u8]) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
         };
         if buffer.len() + bytes.len() > MAX_BYTES {
-            if !self.shared.dropped_warned.swap(true, Ordering::Relaxed) {
+            if !self.dropped_warned.swap(true, Ordering::Relaxed) {
                 eprintln!("oxserve: a log file is not being written fast enough; dropping lines");
             }
-            return Ok(bytes.len());
+            return;
         }
         buffer.extend_from_slice(bytes);
         if buffer.len() >= EAGER_BYTES {
-            self.shared.wake.notify_one();
+            self.wake.notify_one();
         }
+    }
+}
+
+impl BufferedFile {
+    /// Appends whole lines (see [`crate::logging::write_line`]).
+    pub fn append(&self, bytes: &[u8]) {
+        self.shared.append(bytes);
+    }
+}
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.shared.append(bytes);
         Ok(bytes.len())
     }
 

@@ -159,26 +159,18 @@ impl Metrics {
             }
             return;
         }
-        let timestamp = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|since| since.as_secs())
-                .unwrap_or(0)
-        };
-        let line = || {
-            format::log_line(
-                spec,
-                values,
-                &self.hostname,
-                value,
-                request_ids,
-                timestamp(),
-            )
-        };
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_secs())
+            .unwrap_or(0);
+        let line = format::log_line(spec, values, &self.hostname, value, request_ids, timestamp);
+        // The file, then the console and ts_log.log if the log filter lets the target through.
         if spec.backend {
-            tracing::info!(target: "MODEL_METRICS", "{}", line());
+            crate::logging::write_line(crate::logging::LineLog::ModelMetrics, &line);
+            tracing::info!(target: "MODEL_METRICS", "{line}");
         } else {
-            tracing::info!(target: "TS_METRICS", "{}", line());
+            crate::logging::write_line(crate::logging::LineLog::TsMetrics, &line);
+            tracing::info!(target: "TS_METRICS", "{line}");
         }
     }
 
