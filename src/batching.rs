@@ -25,6 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use ort::session::RunOptions;
 use tokio::sync::oneshot;
 
+use crate::cores::Counted;
 use crate::error::ServeError;
 use crate::prepare::Payload;
 
@@ -247,22 +248,6 @@ impl JobReceiver {
     }
 }
 
-/// Counts a worker as idle while alive.
-struct Idle<'a>(&'a AtomicUsize);
-
-impl<'a> Idle<'a> {
-    fn start(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Idle(counter)
-    }
-}
-
-impl Drop for Idle<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Polls the queue for up to [`IDLE_POLL`], unless another worker of the model already does.
 fn poll_for_job(receiver: &JobReceiver) -> Option<Job> {
     if receiver.polling.swap(true, Ordering::Acquire) {
@@ -303,7 +288,7 @@ pub fn next_batch(
         job
     } else {
         before_waiting();
-        let _idle = Idle::start(&receiver.idle);
+        let _idle = Counted::start(&receiver.idle);
         match poll_for_job(receiver) {
             Some(job) => job,
             None => crossbeam_channel::select! {
@@ -327,13 +312,13 @@ pub fn next_batch(
     let started = Instant::now();
     let mut items = first.items.len();
     let mut batch = vec![first];
+    let eager = policy.wait == BatchWait::Eager;
     while items < policy.batch_size {
         if let Ok(job) = jobs.try_recv() {
             items += job.items.len();
             batch.push(job);
             continue;
         }
-        let eager = policy.wait == BatchWait::Eager;
         if eager && !receiver.jobs_on_the_way(policy.batch_size - items) {
             break;
         }
@@ -535,7 +520,7 @@ pub(crate) mod tests {
         assert!(queue.submit(job().0).is_ok());
         let held = places(3);
         let receiver = queue.receiver();
-        let other = Idle::start(&receiver.idle);
+        let other = Counted::start(&receiver.idle);
         let started = Instant::now();
         let batch = expect_batch(&queue, &stop, &eager, &mut false);
         assert_eq!(batch.len(), 1);

@@ -31,17 +31,17 @@ fn cores() -> usize {
 }
 
 /// Counts one more in `counter` while alive (also when the waiting future is dropped midway,
-/// as when its client goes away).
-struct Counted(&'static AtomicUsize);
+/// as when its client goes away). Also counts a model's idle workers ([`crate::batching`]).
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
 
-impl Counted {
-    fn start(counter: &'static AtomicUsize) -> Counted {
+impl<'a> Counted<'a> {
+    pub(crate) fn start(counter: &'a AtomicUsize) -> Counted<'a> {
         counter.fetch_add(1, Ordering::Relaxed);
         Counted(counter)
     }
 }
 
-impl Drop for Counted {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
