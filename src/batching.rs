@@ -11,8 +11,8 @@
 //! so batches form by themselves; a lone request is answered at once instead of after
 //! `max_batch_delay`. It waits (again at most `max_batch_delay`) only for jobs certain to come
 //! soon and enough to fill the batch: requests already accepted and being pre-processed ahead
-//! (photos, see [`crate::prepare`]), and only while no other worker of the model is idle (an idle
-//! one would take them at once). A worker that frees up just as the clients it answered send
+//! (photos, see [`crate::prepare`]), only while no other worker of the model is idle (an idle
+//! one would take them at once), and only for jobs no other waiting worker counts on. A worker that frees up just as the clients it answered send
 //! their next photos would otherwise start a batch of the first one decoded, and batches would
 //! stay short. A wait for a batch that would still be short costs more than it gains on a CPU,
 //! where a batch is only a few per cent cheaper per item (measured: ResNet-18 at concurrency 4).
@@ -119,6 +119,8 @@ pub struct JobQueue {
     polling: Arc<AtomicBool>,
     /// Workers waiting for a first job.
     idle: Arc<AtomicUsize>,
+    /// Jobs on their way that waiting workers have counted on (see [`Claim`]).
+    claimed: Arc<AtomicUsize>,
 }
 
 /// A worker's end of a model's queue.
@@ -132,6 +134,37 @@ pub struct JobReceiver {
     reserved: Arc<AtomicUsize>,
     /// Workers of the model waiting for a first job.
     idle: Arc<AtomicUsize>,
+    /// Jobs on their way that workers waiting to fill a batch have counted on.
+    claimed: Arc<AtomicUsize>,
+}
+
+/// The jobs on their way one worker waits for. Each waiting worker counts only on jobs no other
+/// waiting worker has claimed: with several workers, each would otherwise wait (up to
+/// `max_batch_delay`) for the same few photos, while the clients that would send the rest are
+/// the ones held in those short batches (measured on 16 cores, 4 workers, concurrency 16,
+/// `batch_size` 8: p50 latencies of 45 ms instead of a few).
+struct Claim<'q> {
+    claimed: &'q AtomicUsize,
+    held: usize,
+}
+
+impl Claim<'_> {
+    fn release(&mut self) {
+        self.claimed
+            .fetch_sub(std::mem::take(&mut self.held), Ordering::AcqRel);
+    }
+
+    fn hold(&mut self, count: usize) {
+        self.release();
+        self.claimed.fetch_add(count, Ordering::AcqRel);
+        self.held = count;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A place held in the queue; given back when dropped (after the job is submitted or failed).
@@ -154,6 +187,7 @@ impl JobQueue {
             reserved: Arc::default(),
             polling: Arc::default(),
             idle: Arc::default(),
+            claimed: Arc::default(),
         }
     }
 
@@ -200,6 +234,7 @@ impl JobQueue {
             polling: Arc::clone(&self.polling),
             reserved: Arc::clone(&self.reserved),
             idle: Arc::clone(&self.idle),
+            claimed: Arc::clone(&self.claimed),
         }
     }
 }
@@ -241,10 +276,19 @@ impl JobReceiver {
     }
 
     /// Whether a batch `missing` items short should wait under [`BatchWait::Eager`]: at least
-    /// that many requests are being pre-processed for this queue and no other worker is idle to
-    /// take them.
-    fn jobs_on_the_way(&self, missing: usize) -> bool {
-        self.reserved.load(Ordering::Acquire) >= missing && self.idle.load(Ordering::Acquire) == 0
+    /// that many requests are being pre-processed for this queue that no other waiting worker
+    /// counts on, and no other worker is idle to take them. If so, `claim` holds them.
+    fn jobs_on_the_way(&self, missing: usize, claim: &mut Claim<'_>) -> bool {
+        claim.release();
+        let unclaimed = self
+            .reserved
+            .load(Ordering::Acquire)
+            .saturating_sub(self.claimed.load(Ordering::Acquire));
+        let wait = unclaimed >= missing && self.idle.load(Ordering::Acquire) == 0;
+        if wait {
+            claim.hold(missing);
+        }
+        wait
     }
 }
 
@@ -313,13 +357,17 @@ pub fn next_batch(
     let mut items = first.items.len();
     let mut batch = vec![first];
     let eager = policy.wait == BatchWait::Eager;
+    let mut claim = Claim {
+        claimed: &receiver.claimed,
+        held: 0,
+    };
     while items < policy.batch_size {
         if let Ok(job) = jobs.try_recv() {
             items += job.items.len();
             batch.push(job);
             continue;
         }
-        if eager && !receiver.jobs_on_the_way(policy.batch_size - items) {
+        if eager && !receiver.jobs_on_the_way(policy.batch_size - items, &mut claim) {
             break;
         }
         let Some(left) = policy.max_batch_delay.checked_sub(started.elapsed()) else {
@@ -526,6 +574,25 @@ pub(crate) mod tests {
         assert_eq!(batch.len(), 1);
         assert!(started.elapsed() < Duration::from_millis(500));
         drop((other, held));
+        // Enough on the way, but another waiting worker already counts on them: it goes at once.
+        assert!(queue.submit(job().0).is_ok());
+        let held = places(3);
+        let mut other = Claim {
+            claimed: &receiver.claimed,
+            held: 0,
+        };
+        other.hold(3);
+        let started = Instant::now();
+        let batch = expect_batch(&queue, &stop, &eager, &mut false);
+        assert_eq!(batch.len(), 1);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        drop(other);
+        assert_eq!(
+            receiver.claimed.load(Ordering::Acquire),
+            0,
+            "claims are given back"
+        );
+        drop(held);
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub struct Config {
     pub default_workers_per_model: usize,
     /// ONNX Runtime intra-op threads per session; 0 = cores / workers.
     pub intra_op_threads: usize,
+    /// TorchServe's `number_of_gpu`: at most this many GPUs are used (unset: all).
+    pub number_of_gpu: Option<usize>,
+    /// The GPUs models may use, `min(usable GPUs, number_of_gpu)`: settled by
+    /// [`crate::gpu::usable`] once ONNX Runtime is loaded (0 until then).
+    pub gpus: usize,
     /// Reject images above PIL's pixel cap (TorchServe's `limit_max_image_pixels`).
     pub limit_max_image_pixels: bool,
     pub enable_model_api: bool,
@@ -176,6 +181,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enable_envvars_config",
     "number_of_netty_threads",
     "intra_op_threads",
+    "number_of_gpu",
     "ort_library",
     "key_file_dir",
     "log_location",
@@ -189,7 +195,6 @@ const KNOWN_KEYS: &[&str] = &[
     "enable_grpc_ssl",
     "models",
     "workflow_store",
-    "number_of_gpu",
     "netty_client_threads",
     "default_startup_timeout",
     "unregister_model_timeout",
@@ -356,6 +361,8 @@ impl Config {
             ),
             default_workers_per_model: reader.number("default_workers_per_model", 0)?,
             intra_op_threads: reader.number("intra_op_threads", 0)?,
+            number_of_gpu: reader.optional_number("number_of_gpu")?,
+            gpus: 0,
             limit_max_image_pixels: reader.boolean("limit_max_image_pixels", true)?,
             enable_model_api: reader.boolean("enable_model_api", false)?,
             disable_token_authorization: reader.boolean("disable_token_authorization", false)?,
@@ -462,6 +469,13 @@ impl Reader<'_> {
                     "config key {key}: {value:?} is not a non-negative integer"
                 ))
             }),
+        }
+    }
+
+    fn optional_number(&self, key: &str) -> Result<Option<usize>, ConfigError> {
+        match self.0.contains_key(key) {
+            true => self.number(key, 0).map(Some),
+            false => Ok(None),
         }
     }
 

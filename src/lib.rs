@@ -18,6 +18,7 @@
 //!   oxserve's per-model histograms, and the host sampler.
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
+//! - [`gpu`]: which NVIDIA GPUs models may use, and the CUDA libraries ONNX Runtime needs.
 //! - [`runtime`]: loading ONNX Runtime; a model's graph optimised once, weights shared by its
 //!   workers' sessions.
 //! - [`memory`]: freed pages back to the OS after model loads.
@@ -36,6 +37,7 @@ pub mod config;
 pub mod cores;
 pub mod download;
 pub mod error;
+pub mod gpu;
 pub mod handler;
 pub mod http;
 pub mod logging;

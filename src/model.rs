@@ -22,7 +22,16 @@ use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 mod settings;
 
 use settings::{apply_model_config, apply_models_entry, apply_overrides};
-pub use settings::{ModelSettings, SettingsOverride};
+pub use settings::{Device, ModelSettings, SettingsOverride};
+
+/// One worker, as the describe API shows it.
+pub struct WorkerInfo {
+    pub id: u32,
+    pub started: SystemTime,
+    pub status: WorkerStatus,
+    /// The CUDA device its session runs on; `None` on the CPU.
+    pub gpu: Option<u32>,
+}
 
 /// Where a model came from and what to call it.
 #[derive(Debug, Clone)]
@@ -79,6 +88,8 @@ pub struct ModelVersion {
     /// The scale API's current minimum and maximum.
     min_workers: AtomicUsize,
     max_workers: AtomicUsize,
+    /// This model's turn in its own `deviceIds` rotation (see [`Device::next_worker_gpu`]).
+    gpu_rotation: AtomicUsize,
     /// Set when the model is being unloaded: new requests are refused.
     closed: AtomicBool,
     /// A handler given at registration that cannot run; worker starts fail with it.
@@ -178,6 +189,7 @@ impl ModelVersion {
             scaling: Mutex::new(()),
             min_workers: AtomicUsize::new(settings.min_workers),
             max_workers: AtomicUsize::new(settings.max_workers),
+            gpu_rotation: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             unusable_handler,
             archive,
@@ -272,10 +284,6 @@ impl ModelVersion {
             .map_err(|_| ServeError::Internal("scale lock poisoned".into()))?;
         self.min_workers.store(min, Ordering::Release);
         self.max_workers.store(max.max(min), Ordering::Release);
-        let session = SessionSettings {
-            intra_op_threads: self.settings.intra_op_threads,
-            spinning: false,
-        };
         let current = self
             .workers
             .lock()
@@ -314,12 +322,17 @@ impl ModelVersion {
             let id = crate::worker::next_worker_id();
             let started = std::time::Instant::now();
             let graph = self.prepared_graph()?;
+            let session = SessionSettings {
+                intra_op_threads: self.settings.intra_op_threads,
+                spinning: false,
+                gpu: self.settings.device.next_worker_gpu(&self.gpu_rotation),
+            };
             let worker = WorkerHandle::spawn(WorkerContext {
                 id,
                 model_label: format!("{}_{}", self.name, self.version),
                 graph,
                 handler: Arc::clone(&self.handler),
-                session: session.clone(),
+                session,
                 policy: BatchPolicy {
                     batch_size: self.settings.batch_size,
                     max_batch_delay: self.settings.max_batch_delay,
@@ -362,7 +375,8 @@ impl ModelVersion {
             ))
         })?;
         let started = Instant::now();
-        let graph = Arc::new(PreparedGraph::prepare(onnx)?);
+        let for_gpu = self.settings.device != Device::Cpu;
+        let graph = Arc::new(PreparedGraph::prepare(onnx, for_gpu)?);
         tracing::info!(
             model = %self.name,
             "graph prepared in {:?} (weights shared by all workers: {})",
@@ -401,13 +415,18 @@ impl ModelVersion {
     }
 
     /// (id, start time, status) of every worker, for describe.
-    pub fn worker_snapshot(&self) -> Vec<(u32, SystemTime, WorkerStatus)> {
+    pub fn worker_snapshot(&self) -> Vec<WorkerInfo> {
         self.workers
             .lock()
             .map(|workers| {
                 workers
                     .iter()
-                    .map(|worker| (worker.id, worker.state.started_at, worker.state.status()))
+                    .map(|worker| WorkerInfo {
+                        id: worker.id,
+                        started: worker.state.started_at,
+                        status: worker.state.status(),
+                        gpu: worker.gpu,
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -14,7 +14,7 @@ use crate::batching::BatchWait;
 use crate::config::Config;
 use crate::error::ServeError;
 use crate::metrics::Metrics;
-use crate::model::{LoadRequest, ModelSettings, ModelVersion};
+use crate::model::{Device, LoadRequest, ModelSettings, ModelVersion};
 use crate::registry::Registry;
 use axum::middleware::from_fn_with_state;
 
@@ -107,6 +107,7 @@ pub fn default_settings(config: &Config) -> ModelSettings {
         job_queue_size: config.job_queue_size,
         intra_op_threads: threads,
         limit_max_image_pixels: config.limit_max_image_pixels,
+        device: Device::default_for(config.gpus),
     }
 }
 
@@ -182,7 +183,7 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
 /// Runs the server on bound listeners until `shutdown` resolves. Returns once every listener has
 /// finished its in-flight requests and every worker has stopped.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -192,6 +193,11 @@ pub async fn run(
         loaded.path.display(),
         loaded.source
     );
+    // May start a Python process to find pip's CUDA libraries: off the reactor.
+    let number_of_gpu = config.number_of_gpu;
+    config.gpus = tokio::task::spawn_blocking(move || crate::gpu::usable(number_of_gpu, &loaded))
+        .await
+        .map_err(|error| format!("the GPU check failed: {error}"))?;
     let auth = if config.disable_token_authorization {
         TokenAuth::disabled()
     } else {

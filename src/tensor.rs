@@ -148,6 +148,16 @@ impl HostTensor {
         Ok(HostTensor { shape, values })
     }
 
+    /// The tensor with zero rows appended up to `rows` along axis 0 (no-op when it has as many).
+    pub fn padded_to_rows(mut self, rows: usize) -> HostTensor {
+        let row_len: usize = self.shape.iter().skip(1).product();
+        if let Some(current) = self.shape.first_mut().filter(|current| **current < rows) {
+            *current = rows;
+            each_variant!(&mut self.values, data => data.resize(rows * row_len, Default::default()));
+        }
+        self
+    }
+
     /// Rows `[start, start + count)` along axis 0.
     pub fn rows_slice(&self, start: usize, count: usize) -> HostTensor {
         let row_len: usize = self.shape.iter().skip(1).product();
@@ -213,6 +223,19 @@ impl HostTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_appends_zero_rows_and_keeps_the_given_ones() {
+        let a = HostTensor {
+            shape: vec![1, 2],
+            values: TensorValues::I64(vec![7, 8]),
+        };
+        let padded = a.clone().padded_to_rows(3);
+        assert_eq!(padded.shape, vec![3, 2]);
+        assert_eq!(padded.values, TensorValues::I64(vec![7, 8, 0, 0, 0, 0]));
+        assert_eq!(padded.rows_slice(0, 1), a);
+        assert_eq!(a.clone().padded_to_rows(1), a, "never shortened");
+    }
 
     #[test]
     fn stacking_and_slicing_round_trip() {

@@ -91,6 +91,8 @@ pub struct WorkerContext {
 /// The owner of one worker thread: stopping it lets the thread finish its current batch.
 pub struct WorkerHandle {
     pub id: u32,
+    /// The CUDA device its session runs on; `None` on the CPU.
+    pub gpu: Option<u32>,
     pub state: Arc<WorkerState>,
     /// Wakes the worker out of its wait for jobs; capacity 1, so signalling never blocks.
     stop: Sender<StopMode>,
@@ -107,6 +109,7 @@ impl WorkerHandle {
             started_at: SystemTime::now(),
         });
         let id = context.id;
+        let gpu = context.session.gpu;
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name(format!("W-{}-{}", context.id, context.model_label))
@@ -117,6 +120,7 @@ impl WorkerHandle {
         match ready_receiver.recv() {
             Ok(Ok(())) => Ok(WorkerHandle {
                 id,
+                gpu,
                 state,
                 stop,
                 thread: Some(thread),
@@ -406,10 +410,18 @@ fn process_batch(
     }
     // A request with one bad item fails as a whole; its other items need not run.
     slots.retain(|slot| replies.entries[slot.job].error.is_none());
-    for chunk in plan_runs(slots, handler.batchable(), context.policy.batch_size) {
+    // On a GPU, every run of a batching model gets `batch_size` rows, short ones padded with
+    // zero rows: the extra rows cost the GPU next to nothing, while ONNX Runtime's CUDA kernels
+    // are set up again for every change of input shape. Measured on an H100 with batch_size 8
+    // at concurrency 16 (runs of 1 to 8 rows): ~2.7 ms per run of the digits CNN unpadded,
+    // against ~0.6 ms per full run.
+    let batch_size = context.policy.batch_size;
+    let pad_to = (context.session.gpu.is_some() && handler.batchable() && batch_size > 1)
+        .then_some(batch_size);
+    for chunk in plan_runs(slots, handler.batchable(), batch_size) {
         let rows: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
         let started = Instant::now();
-        let outcome = run_chunk(session, context, &chunk, replies);
+        let outcome = run_chunk(session, context, &chunk, pad_to, replies);
         let took = started.elapsed();
         *handler_time += took;
         match outcome {
@@ -472,11 +484,13 @@ fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Sl
     runs
 }
 
-/// Runs one stacked chunk and returns each item's rows of every output.
+/// Runs one stacked chunk, padded with zero rows up to `pad_to` rows when given, and returns
+/// each item's rows of every output.
 fn run_chunk(
     session: &mut Session,
     context: &WorkerContext,
     chunk: &[Slot],
+    pad_to: Option<usize>,
     replies: &Replies,
 ) -> Result<Vec<BTreeMap<String, HostTensor>>, ServeError> {
     let options =
@@ -489,12 +503,21 @@ fn run_chunk(
     }
     let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
     let first = &chunk[0].prepared;
+    let total: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
+    let has_rows = first
+        .inputs
+        .iter()
+        .all(|(_, tensor)| !tensor.shape.is_empty());
+    let padded = pad_to.filter(|rows| *rows > total && has_rows);
     for (index, (name, _)) in first.inputs.iter().enumerate() {
         let parts: Vec<&HostTensor> = chunk
             .iter()
             .map(|slot| &slot.prepared.inputs[index].1)
             .collect();
-        let stacked = HostTensor::concat_rows(&parts)?;
+        let mut stacked = HostTensor::concat_rows(&parts)?;
+        if let Some(rows) = padded {
+            stacked = stacked.padded_to_rows(rows);
+        }
         inputs.push((
             Cow::Owned(name.clone()),
             SessionInputValue::from(stacked.into_ort()?),
@@ -517,11 +540,13 @@ fn run_chunk(
     for (name, value) in outputs.iter() {
         host.insert(name.to_string(), HostTensor::from_ort(&value)?);
     }
-    if chunk.len() == 1 {
+    if chunk.len() == 1 && padded.is_none() {
         return Ok(vec![host]);
     }
-    let total: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
-    if host.values().any(|tensor| tensor.rows() != total) {
+    if host
+        .values()
+        .any(|tensor| tensor.rows() != padded.unwrap_or(total))
+    {
         tracing::warn!(model = %context.model_label, "the graph returned a different number of rows than it was given");
         return Err(ServeError::PredictionFailed);
     }

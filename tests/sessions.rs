@@ -21,6 +21,7 @@ fn settings() -> SessionSettings {
     SessionSettings {
         intra_op_threads: 1,
         spinning: false,
+        gpu: None,
     }
 }
 
@@ -42,7 +43,7 @@ fn shared_weight_sessions_answer_as_the_onnx_graph_does() {
     oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
     let onnx = fixture("tiny_resnet.onnx");
     let mut reference = build_session(&onnx, &settings()).expect("ONNX session");
-    let prepared = PreparedGraph::prepare(onnx).expect("prepared");
+    let prepared = PreparedGraph::prepare(onnx, false).expect("prepared");
     assert!(
         prepared.shares_weights(),
         "the graph should be saved in ORT format"
@@ -60,7 +61,7 @@ fn shared_weight_sessions_answer_as_the_onnx_graph_does() {
 #[test]
 fn a_graph_onnx_runtime_cannot_load_fails_at_preparation() {
     oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
-    let error = PreparedGraph::prepare(fixture("invalid_op.onnx"))
+    let error = PreparedGraph::prepare(fixture("invalid_op.onnx"), false)
         .err()
         .expect("refused");
     assert!(error.to_string().contains("session"), "{error}");

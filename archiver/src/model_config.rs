@@ -21,7 +21,8 @@ pub struct ModelConfig {
     /// Seconds a request may take before it is failed.
     pub response_timeout: Option<u64>,
     pub startup_timeout: Option<u64>,
-    /// `cpu`, `gpu` or `neuron` (neuron is refused by the server: ONNX Runtime has no provider).
+    /// `cpu`, `gpu` or `neuron` (the server runs neuron models on the CPU, as TorchServe runs
+    /// any type but gpu).
     pub device_type: Option<String>,
     /// GPUs the workers are spread over, round robin.
     pub device_ids: Option<Vec<u32>>,

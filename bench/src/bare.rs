@@ -19,12 +19,14 @@ use crate::report::{BareCase, Latency};
 pub struct Sessions {
     pub count: usize,
     pub intra_op_threads: usize,
+    /// On the first GPU, through the CUDA provider.
+    pub gpu: bool,
 }
 
 impl Sessions {
     /// What `oxserve::server::default_settings` gives a model whose archive sets no workers or
     /// threads (the archives the harness packs set neither), under the `--set` lines.
-    pub fn server_default(set: &[String]) -> anyhow::Result<Sessions> {
+    pub fn server_default(set: &[String], gpu: bool) -> anyhow::Result<Sessions> {
         let mut properties = std::collections::BTreeMap::new();
         for line in set {
             let (key, value) = line
@@ -32,12 +34,14 @@ impl Sessions {
                 .with_context(|| format!("--set {line:?}: expected KEY=VALUE"))?;
             properties.insert(key.trim().to_string(), value.trim().to_string());
         }
-        let config =
+        let mut config =
             oxserve::config::Config::from_properties(properties, &oxserve::config::Cli::default())?;
+        config.gpus = usize::from(gpu);
         let settings = oxserve::server::default_settings(&config);
         Ok(Sessions {
             count: settings.min_workers.max(1),
             intra_op_threads: settings.intra_op_threads,
+            gpu,
         })
     }
 }
@@ -58,10 +62,11 @@ pub fn measure(
         intra_op_threads: sessions.intra_op_threads,
         // The server never spins (model.rs); spinning would flatter the limit.
         spinning: false,
+        gpu: sessions.gpu.then_some(0),
     };
     let (shape, data) = model.ready_batch(batch);
     // Sessions are built before the clock starts, as the server builds them before serving.
-    let prepared = PreparedGraph::prepare(graph)?;
+    let prepared = PreparedGraph::prepare(graph, sessions.gpu)?;
     let built = (0..sessions.count)
         .map(|_| prepared.session(&settings))
         .collect::<Result<Vec<_>, _>>()?;

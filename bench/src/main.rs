@@ -75,6 +75,11 @@ struct Args {
     /// `--set default_workers_per_model=1`; the bare runs use the sessions it implies (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Run both sides on the first GPU (ONNX Runtime's CUDA provider; needs the onnxruntime-gpu
+    /// library, `scripts/install-onnxruntime.sh --gpu`). Without it the server under test is
+    /// held to the CPU (`number_of_gpu=0`), like the bare runs.
+    #[arg(long)]
+    gpu: bool,
     /// Skip the pre-processing, cold-start and memory measurements.
     #[arg(long)]
     no_probes: bool,
@@ -106,7 +111,11 @@ fn main() -> anyhow::Result<()> {
     let binaries = binaries(&root, args.oxserve.clone())?;
     // The bare runs load the very library the server is given.
     oxserve::runtime::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
-    let sessions = Sessions::server_default(&args.set)?;
+    let mut set = args.set.clone();
+    if !args.gpu {
+        set.push("number_of_gpu=0".into());
+    }
+    let sessions = Sessions::server_default(&set, args.gpu)?;
     let models = load_models(&root, &args)?;
     report::emit(
         "meta",
@@ -115,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             "cores": oxserve::config::Config::cores(),
             "sessions": sessions.count,
             "intra_op_threads": sessions.intra_op_threads,
+            "gpu": args.gpu,
             "warmup_s": timing.warmup.as_secs_f64(),
             "duration_s": timing.duration.as_secs_f64(),
             "concurrency": concurrencies,
@@ -166,7 +176,7 @@ fn main() -> anyhow::Result<()> {
                 max_batch_delay_ms: args.max_batch_delay,
                 concurrencies: &concurrencies,
                 timing,
-                config: &args.set,
+                config: &set,
                 // Once per run, on the first server, at the highest concurrency.
                 http_floor: (model_index == 0 && batch_index == 0)
                     .then(|| concurrencies.iter().copied().max())

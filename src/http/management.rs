@@ -6,6 +6,7 @@
 //! [`crate::manage`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{Path, Query, Request, State as AxumState};
@@ -17,7 +18,7 @@ use axum::Router;
 use super::{json_response, method_not_allowed, not_found, openapi, read_body, BodyLimits, State};
 use crate::error::ServeError;
 use crate::manage::{self, RegisterParams, ScaleParams, Status};
-use crate::model::ModelVersion;
+use crate::model::{Device, ModelVersion};
 use crate::worker::WorkerStatus;
 
 /// The management listener's routes.
@@ -310,25 +311,43 @@ async fn describe_default(
     Path(model): Path<String>,
 ) -> Result<Response, ServeError> {
     let model = state.registry.get(&model, None)?;
-    Ok(json_response(StatusCode::OK, &vec![describe(&model)]))
+    described(vec![model]).await
 }
 
 async fn describe_version(
     AxumState(state): AxumState<State>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ServeError> {
-    let described: Vec<serde_json::Value> = if version == "all" {
+    let models = if version == "all" {
         state
             .registry
             .versions(&model)?
-            .iter()
-            .map(|(model, _)| describe(model))
+            .into_iter()
+            .map(|(model, _)| model)
             .collect()
     } else {
-        vec![describe(
-            state.registry.get(&model, Some(&version))?.as_ref(),
-        )]
+        vec![state.registry.get(&model, Some(&version))?]
     };
+    described(models).await
+}
+
+/// Describes off the reactor: a GPU worker's `gpuUsage` comes from `nvidia-smi`.
+async fn described(models: Vec<Arc<ModelVersion>>) -> Result<Response, ServeError> {
+    let described = tokio::task::spawn_blocking(move || {
+        let gpu_usage = match models
+            .iter()
+            .any(|model| model.settings.device != Device::Cpu)
+        {
+            true => crate::gpu::usage(),
+            false => BTreeMap::new(),
+        };
+        models
+            .iter()
+            .map(|model| describe(model, &gpu_usage))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|error| ServeError::Internal(format!("describing failed: {error}")))?;
     Ok(json_response(StatusCode::OK, &described))
 }
 
@@ -355,7 +374,7 @@ fn process_memory() -> u64 {
 }
 
 /// TorchServe's `DescribeModelResponse`, field for field and in its order.
-fn describe(model: &ModelVersion) -> serde_json::Value {
+fn describe(model: &ModelVersion, gpu_usage: &BTreeMap<u32, String>) -> serde_json::Value {
     let memory = process_memory();
     let settings = &model.settings;
     let (min_workers, max_workers) = model.worker_range();
@@ -363,11 +382,17 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
     let workers: Vec<serde_json::Value> = model
         .worker_snapshot()
         .into_iter()
-        .map(|(id, started, status)| {
+        .map(|worker| {
+            let gpu_usage = match worker.gpu {
+                Some(gpu) => gpu_usage
+                    .get(&gpu)
+                    .map_or("failed to obtained gpu usage", String::as_str),
+                None => "N/A",
+            };
             serde_json::json!({
-                "id": id.to_string(),
-                "startTime": iso_time(started),
-                "status": match status {
+                "id": worker.id.to_string(),
+                "startTime": iso_time(worker.started),
+                "status": match worker.status {
                     WorkerStatus::Ready => "READY",
                     WorkerStatus::Starting => "STARTING",
                     WorkerStatus::Stopping => "UNLOADING",
@@ -375,8 +400,8 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
                 },
                 "memoryUsage": memory,
                 "pid": std::process::id(),
-                "gpu": false,
-                "gpuUsage": "N/A"
+                "gpu": worker.gpu.is_some(),
+                "gpuUsage": gpu_usage
             })
         })
         .collect();
@@ -396,8 +421,8 @@ fn describe(model: &ModelVersion) -> serde_json::Value {
         "clientTimeoutInMills": 0,
         "parallelType": "",
         "parallelLevel": 0,
-        "deviceType": "cpu",
-        "deviceIds": [],
+        "deviceType": settings.device.kind(),
+        "deviceIds": settings.device.chosen_ids(),
         "continuousBatching": false,
         "useJobTicket": false,
         "useVenv": false,

@@ -2,9 +2,89 @@
 //! then its `models` entry, then the archive's model-config.yaml, then the registration's API
 //! parameters, as TorchServe orders them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::batching::BatchWait;
+
+/// Where a model version's workers run (TorchServe's `deviceType` and `deviceIds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// CUDA devices the workers are spread over, round robin. `chosen`: model-config.yaml's
+    /// `deviceIds` named them, and the model keeps its own rotation; otherwise they are all the
+    /// server's GPUs and one rotation is shared by every model (TorchServe's two counters).
+    Gpu {
+        ids: Vec<u32>,
+        chosen: bool,
+    },
+}
+
+impl Device {
+    /// All `gpus` GPUs when there are any (TorchServe's default whenever `number_of_gpu` > 0).
+    pub fn default_for(gpus: usize) -> Device {
+        match gpus {
+            0 => Device::Cpu,
+            count => Device::Gpu {
+                ids: (0..count as u32).collect(),
+                chosen: false,
+            },
+        }
+    }
+
+    /// The GPU the next worker of this model runs on; `None` on the CPU.
+    pub fn next_worker_gpu(&self, model_rotation: &AtomicUsize) -> Option<u32> {
+        static SHARED_ROTATION: AtomicUsize = AtomicUsize::new(0);
+        let Device::Gpu { ids, chosen } = self else {
+            return None;
+        };
+        let rotation = if *chosen {
+            model_rotation
+        } else {
+            &SHARED_ROTATION
+        };
+        let turn = rotation.fetch_add(1, Ordering::Relaxed);
+        ids.get(turn % ids.len().max(1)).copied()
+    }
+
+    /// TorchServe's `deviceType` for the describe API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu { .. } => "gpu",
+        }
+    }
+
+    /// The `deviceIds` model-config.yaml chose (TorchServe describes only those).
+    pub fn chosen_ids(&self) -> &[u32] {
+        match self {
+            Device::Gpu { ids, chosen: true } => ids,
+            _ => &[],
+        }
+    }
+
+    /// model-config.yaml's `deviceType` and `deviceIds` over the server's default. As in
+    /// TorchServe, `gpu` cannot conjure GPUs the server does not have, any other type is the
+    /// CPU, and a list naming a GPU that does not exist is ignored whole.
+    fn configure(&mut self, device_type: Option<&str>, device_ids: Option<&[u32]>) {
+        if device_type.is_some_and(|kind| kind != "gpu") {
+            *self = Device::Cpu;
+        }
+        let (Device::Gpu { ids, chosen }, Some(wanted)) = (&mut *self, device_ids) else {
+            return;
+        };
+        if wanted.is_empty() {
+            return;
+        }
+        match wanted.iter().find(|id| **id as usize >= ids.len()) {
+            Some(invalid) => tracing::warn!("Invalid deviceId:{invalid}, ignore deviceIds list"),
+            None => {
+                *ids = wanted.to_vec();
+                *chosen = true;
+            }
+        }
+    }
+}
 
 /// Settings of one model version, after config.properties, model-config.yaml and API parameters
 /// have been merged (in that order of precedence).
@@ -23,6 +103,7 @@ pub struct ModelSettings {
     /// ONNX Runtime intra-op threads per worker session.
     pub intra_op_threads: usize,
     pub limit_max_image_pixels: bool,
+    pub device: Device,
 }
 
 /// Settings given with a registration request (TorchServe: config.properties < yaml < API).
@@ -142,6 +223,9 @@ pub(super) fn apply_model_config(
             BatchWait::Eager
         };
     }
+    settings
+        .device
+        .configure(config.device_type.as_deref(), config.device_ids.as_deref());
     if let Some(threads) = config
         .backend
         .get("intraOpThreads")
@@ -150,4 +234,65 @@ pub(super) fn apply_model_config(
         settings.intra_op_threads = threads.max(1) as usize;
     }
     settings.max_workers = settings.max_workers.max(settings.min_workers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_gpus() -> Device {
+        Device::default_for(2)
+    }
+
+    #[test]
+    fn no_gpu_means_cpu_whatever_the_archive_asks() {
+        let mut device = Device::default_for(0);
+        device.configure(Some("gpu"), Some(&[0]));
+        assert_eq!(device, Device::Cpu);
+        assert_eq!(device.next_worker_gpu(&AtomicUsize::new(0)), None);
+    }
+
+    #[test]
+    fn cpu_and_neuron_types_run_on_the_cpu() {
+        for kind in ["cpu", "neuron"] {
+            let mut device = two_gpus();
+            device.configure(Some(kind), None);
+            assert_eq!(device, Device::Cpu, "{kind}");
+        }
+    }
+
+    #[test]
+    fn chosen_ids_rotate_per_model() {
+        let mut device = two_gpus();
+        device.configure(Some("gpu"), Some(&[1]));
+        assert_eq!(device.chosen_ids(), &[1]);
+        let rotation = AtomicUsize::new(0);
+        let gpus: Vec<_> = (0..3).map(|_| device.next_worker_gpu(&rotation)).collect();
+        assert_eq!(gpus, vec![Some(1); 3]);
+    }
+
+    #[test]
+    fn an_id_out_of_range_drops_the_whole_list() {
+        let mut device = two_gpus();
+        device.configure(None, Some(&[0, 2]));
+        assert_eq!(device, two_gpus());
+        assert!(device.chosen_ids().is_empty());
+    }
+
+    #[test]
+    fn all_gpus_are_shared_round_robin() {
+        let device = two_gpus();
+        let rotation = AtomicUsize::new(0);
+        let gpus: Vec<u32> = (0..4)
+            .filter_map(|_| device.next_worker_gpu(&rotation))
+            .collect();
+        assert_eq!(gpus.len(), 4);
+        assert!(gpus.iter().all(|gpu| *gpu < 2));
+        assert!(gpus.windows(2).all(|pair| pair[0] != pair[1]), "{gpus:?}");
+        assert_eq!(
+            rotation.load(Ordering::Relaxed),
+            0,
+            "the shared rotation is not the model's"
+        );
+    }
 }

@@ -1,0 +1,230 @@
+//! NVIDIA GPUs and ONNX Runtime's CUDA execution provider: how many GPUs the server may use,
+//! and getting the CUDA libraries the provider needs into the process.
+//!
+//! TorchServe counts GPUs with `nvidia-smi` (narrowed by `CUDA_VISIBLE_DEVICES`) and uses
+//! `min(that, number_of_gpu)`; models then default to the GPU whenever the count is above zero.
+//! oxserve counts the same way (the driver's `/proc/driver/nvidia/gpus` first: no process to
+//! start) and then makes sure the GPUs can really be used, because unlike PyTorch, ONNX
+//! Runtime's CUDA support is a separate build and a separate set of libraries:
+//! 1. the loaded `libonnxruntime.so` must list the CUDA provider (the `onnxruntime-gpu` wheel's
+//!    build, installed by `scripts/install-onnxruntime.sh --gpu`);
+//! 2. CUDA's runtime and cuDNN must be loadable. They are found on the loader's usual path
+//!    (`LD_LIBRARY_PATH`, `ldconfig`) or, as PyTorch finds them, in the `nvidia-*` pip packages
+//!    of the local Python (`nvidia/*/lib`), which this module pre-loads.
+//!
+//! When either is missing, the server says what to install and serves on the CPU, as TorchServe
+//! does on a machine without usable GPUs: never half-configured sessions that fail per request.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::runtime::LoadedRuntime;
+
+/// What to tell a user whose ONNX Runtime has no CUDA provider.
+const PROVIDER_HINT: &str = "install the GPU build with `scripts/install-onnxruntime.sh --gpu` (the onnxruntime-gpu wheel's libraries, CUDA 13), or point ORT_DYLIB_PATH at an onnxruntime-gpu libonnxruntime.so";
+/// What to tell a user whose machine lacks CUDA's or cuDNN's libraries.
+const CUDA_HINT: &str = "install CUDA 13 and cuDNN 9 (for example `pip install nvidia-cuda-runtime nvidia-cublas nvidia-curand nvidia-cufft nvidia-cuda-nvrtc nvidia-cudnn-cu13`, which oxserve finds by itself), or add their lib folders to LD_LIBRARY_PATH";
+
+/// The GPUs models may use: `min(visible NVIDIA GPUs, number_of_gpu)`, or 0 (with a warning
+/// that says what to install) when ONNX Runtime cannot run on them here.
+pub fn usable(number_of_gpu: Option<usize>, runtime: &LoadedRuntime) -> usize {
+    let visible = visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref());
+    let count = visible.min(number_of_gpu.unwrap_or(usize::MAX));
+    if count == 0 {
+        return 0;
+    }
+    match cuda_ready(runtime) {
+        Ok(()) => {
+            tracing::info!("{count} NVIDIA GPU(s) in use through ONNX Runtime's CUDA provider");
+            count
+        }
+        Err(reason) => {
+            tracing::warn!("{visible} NVIDIA GPU(s) found, but models run on the CPU: {reason}");
+            0
+        }
+    }
+}
+
+/// Each GPU's load as TorchServe's describe API words it (`gpuUsage`), by `nvidia-smi` index;
+/// empty when `nvidia-smi` cannot answer. Blocking: starts a process.
+pub fn usage() -> BTreeMap<u32, String> {
+    let output = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,utilization.gpu,utilization.memory,memory.used",
+            "--format=csv,noheader,nounits",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Some(output) = output.ok().filter(|output| output.status.success()) else {
+        return BTreeMap::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let [index, gpu, memory, used] = fields[..] else {
+                return None;
+            };
+            let index: u32 = index.parse().ok()?;
+            Some((
+                index,
+                format!("gpuId::{index} utilization.gpu::{gpu} % utilization.memory::{memory} % memory.used::{used} MiB"),
+            ))
+        })
+        .collect()
+}
+
+/// NVIDIA GPUs on this machine that CUDA would show this process.
+fn visible_gpus(cuda_visible_devices: Option<&str>) -> usize {
+    let installed = installed_gpus();
+    match cuda_visible_devices {
+        None => installed,
+        Some(list) => narrowed_by(list).min(installed),
+    }
+}
+
+/// GPUs the NVIDIA driver reports: one folder each under `/proc/driver/nvidia/gpus`, else one
+/// `nvidia-smi -L` line each (containers that hide `/proc/driver`), else none.
+fn installed_gpus() -> usize {
+    if let Ok(entries) = std::fs::read_dir("/proc/driver/nvidia/gpus") {
+        return entries.filter_map(Result::ok).count();
+    }
+    Command::new("nvidia-smi")
+        .arg("-L")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|line| line.starts_with("GPU "))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// How many devices a `CUDA_VISIBLE_DEVICES` value leaves: CUDA stops at the first entry that
+/// names no device (`-1` is the usual way to hide them all).
+fn narrowed_by(list: &str) -> usize {
+    list.split(',')
+        .map(str::trim)
+        .take_while(|entry| {
+            !entry.is_empty()
+                && (entry.starts_with("GPU-")
+                    || entry.starts_with("MIG-")
+                    || entry.parse::<u32>().is_ok())
+        })
+        .count()
+}
+
+/// The CUDA provider is in the loaded build and its libraries load.
+fn cuda_ready(runtime: &LoadedRuntime) -> Result<(), String> {
+    use ort::ep::ExecutionProvider;
+    let listed = <ort::ep::CUDA as ExecutionProvider>::is_available()
+        .map_err(|error| format!("cannot ask ONNX Runtime for its providers: {error}"))?;
+    if !listed {
+        return Err(format!(
+            "the ONNX Runtime at {} has no CUDA provider; {PROVIDER_HINT}",
+            runtime.path.display()
+        ));
+    }
+    for folder in nvidia_library_folders(&runtime.path) {
+        preload_from(&folder);
+    }
+    for library in ["libcudart.so.13", "libcublas.so.13", "libcudnn.so.9"] {
+        ort::util::preload_dylib(library)
+            .map_err(|error| format!("{library} cannot be loaded ({error}); {CUDA_HINT}"))?;
+    }
+    Ok(())
+}
+
+/// Loads, from one folder, every CUDA and cuDNN library the provider needs that is there, in
+/// dependency order. Once loaded, the provider's own lookups by name find them.
+fn preload_from(folder: &Path) {
+    let names = ort::ep::cuda::CUDA_DYLIBS
+        .iter()
+        .chain(ort::ep::cuda::CUDNN_DYLIBS);
+    for name in names {
+        let path = folder.join(name);
+        if path.is_file() {
+            if let Err(error) = ort::util::preload_dylib(&path) {
+                tracing::debug!("cannot pre-load {}: {error}", path.display());
+            }
+        }
+    }
+}
+
+/// The `lib` folders of the `nvidia-*` pip packages: beside the loaded library when it came
+/// from a Python `onnxruntime-gpu` package, else in the local Python's `nvidia` namespace.
+fn nvidia_library_folders(runtime_library: &Path) -> Vec<PathBuf> {
+    // …/site-packages/onnxruntime/capi/libonnxruntime.so → …/site-packages/nvidia
+    let beside = runtime_library
+        .ancestors()
+        .nth(3)
+        .map(|site| site.join("nvidia"))
+        .filter(|nvidia| nvidia.is_dir());
+    let roots: Vec<PathBuf> = match beside {
+        Some(root) => vec![root],
+        None => python_nvidia_roots(),
+    };
+    let mut folders = Vec::new();
+    for root in roots {
+        let Ok(packages) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = packages
+            .filter_map(Result::ok)
+            .map(|package| package.path().join("lib"))
+            .filter(|lib| lib.is_dir())
+            .collect();
+        found.sort();
+        folders.extend(found);
+    }
+    folders
+}
+
+/// Where the local Python keeps the `nvidia` namespace package, if it has one.
+fn python_nvidia_roots() -> Vec<PathBuf> {
+    for python in ["python3", "python"] {
+        let output = Command::new(python)
+            .args(["-c", "import nvidia; print('\\n'.join(nvidia.__path__))"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        let Ok(output) = output else { continue };
+        if output.status.success() {
+            return String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .map(PathBuf::from)
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_visible_devices_narrows_as_cuda_does() {
+        assert_eq!(narrowed_by("0,1"), 2);
+        assert_eq!(narrowed_by("1"), 1);
+        assert_eq!(narrowed_by(""), 0);
+        assert_eq!(narrowed_by("-1"), 0);
+        assert_eq!(
+            narrowed_by("0,-1,1"),
+            1,
+            "CUDA stops at the first invalid entry"
+        );
+        assert_eq!(narrowed_by("GPU-8f2c,GPU-11aa"), 2);
+    }
+
+    #[test]
+    fn visible_never_exceeds_installed() {
+        let installed = installed_gpus();
+        assert_eq!(visible_gpus(Some("0,1,2,3,4,5,6,7,8,9")), installed.min(10));
+        assert_eq!(visible_gpus(Some("-1")), 0);
+    }
+}
