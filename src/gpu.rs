@@ -46,9 +46,36 @@ pub fn usable(number_of_gpu: Option<usize>, runtime: &LoadedRuntime) -> usize {
     }
 }
 
-/// Each GPU's load as TorchServe's describe API words it (`gpuUsage`), by `nvidia-smi` index;
+/// Each GPU's load as TorchServe's describe API words it (`gpuUsage`), by CUDA device number;
 /// empty when `nvidia-smi` cannot answer. Blocking: starts a process.
 pub fn usage() -> BTreeMap<u32, String> {
+    let by_index = usage_by_index();
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    device_numbers(visible.as_deref(), by_index.len())
+        .into_iter()
+        .enumerate()
+        .filter_map(|(device, index)| Some((device as u32, by_index.get(&index)?.clone())))
+        .collect()
+}
+
+/// The `nvidia-smi` index of each CUDA device number: CUDA numbers the GPUs that
+/// `CUDA_VISIBLE_DEVICES` lists in its order (a list of UUIDs is not resolved: the driver's
+/// order is assumed).
+fn device_numbers(cuda_visible_devices: Option<&str>, installed: usize) -> Vec<u32> {
+    let listed: Option<Vec<u32>> = cuda_visible_devices.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .map_while(|entry| entry.parse::<u32>().ok())
+            .collect()
+    });
+    match listed {
+        Some(indices) if !indices.is_empty() => indices,
+        _ => (0..installed as u32).collect(),
+    }
+}
+
+/// `nvidia-smi`'s answer, by its own (physical) GPU index.
+fn usage_by_index() -> BTreeMap<u32, String> {
     let output = Command::new("nvidia-smi")
         .args([
             "--query-gpu=index,utilization.gpu,utilization.memory,memory.used",
@@ -219,6 +246,14 @@ mod tests {
             "CUDA stops at the first invalid entry"
         );
         assert_eq!(narrowed_by("GPU-8f2c,GPU-11aa"), 2);
+    }
+
+    #[test]
+    fn cuda_device_numbers_follow_the_visible_list() {
+        assert_eq!(device_numbers(None, 2), vec![0, 1]);
+        assert_eq!(device_numbers(Some("1"), 2), vec![1]);
+        assert_eq!(device_numbers(Some("1,0"), 2), vec![1, 0]);
+        assert_eq!(device_numbers(Some("GPU-8f2c"), 1), vec![0]);
     }
 
     #[test]

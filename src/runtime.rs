@@ -58,48 +58,22 @@ impl PreparedGraph {
     /// a graph ONNX Runtime cannot load at all is an error. Blocking: hundreds of ms for
     /// ResNet-18. Its transient copies stay in the allocator until the caller returns them
     /// ([`crate::memory::return_free_memory`], which `ModelVersion::scale` does once its
-    /// workers are up).
-    /// `for_gpu`: the sessions will run on CUDA; the graph is only checked.
+    /// workers are up). `for_gpu`: the sessions will run on CUDA, so the graph is kept as ONNX
+    /// and only checked.
     pub fn prepare(onnx: Vec<u8>, for_gpu: bool) -> Result<PreparedGraph, ServeError> {
         let prepacked = PrepackedWeights::new();
-        let optimised = (|| -> Result<Vec<u8>, String> {
-            if for_gpu {
-                return Err("the model runs on a GPU".into());
-            }
-            let file = tempfile::Builder::new()
-                .prefix("oxserve-graph-")
-                .suffix(".ort")
-                .tempfile()
-                .map_err(|error| format!("cannot create a temporary file: {error}"))?;
-            let runtime = init(None)?;
-            let session = configure(Session::builder(runtime.environment), &single_thread())
-                .and_then(|builder| {
-                    builder
-                        .with_optimized_model_path(file.path())
-                        .map_err(into_error)
-                })
-                .and_then(|builder| {
-                    builder
-                        .with_config_entry("session.save_model_format", "ORT")
-                        .map_err(into_error)
-                })
-                // ORT warns that layout-optimised graphs are specific to this CPU: they are,
-                // and they never leave this process.
-                .and_then(|builder| builder.with_log_level(LogLevel::Error).map_err(into_error))
-                .and_then(|mut builder| builder.commit_from_memory(&onnx))
-                .map_err(|error| format!("cannot create an ONNX Runtime session: {error}"))?;
-            drop(session);
-            std::fs::read(file.path())
-                .map_err(|error| format!("cannot read the optimised graph back: {error}"))
-        })();
+        let optimised = match for_gpu {
+            true => None,
+            false => Some(optimise(&onnx)),
+        };
         let graph = match optimised {
-            Ok(bytes) => PreparedGraph {
+            Some(Ok(bytes)) => PreparedGraph {
                 bytes: bytes.into(),
                 in_place: true,
                 prepacked,
             },
-            Err(reason) => {
-                if !for_gpu {
+            unoptimised => {
+                if let Some(Err(reason)) = unoptimised {
                     tracing::warn!(
                         "the graph stays in ONNX form, one weight copy per worker: {reason}"
                     );
@@ -160,6 +134,35 @@ impl WorkerSession {
     pub fn get_mut(&mut self) -> &mut Session {
         &mut self.session
     }
+}
+
+/// The ONNX graph optimised at level 3 for the CPU, as every CPU session would, in ORT format.
+fn optimise(onnx: &[u8]) -> Result<Vec<u8>, String> {
+    let file = tempfile::Builder::new()
+        .prefix("oxserve-graph-")
+        .suffix(".ort")
+        .tempfile()
+        .map_err(|error| format!("cannot create a temporary file: {error}"))?;
+    let runtime = init(None)?;
+    let session = configure(Session::builder(runtime.environment), &single_thread())
+        .and_then(|builder| {
+            builder
+                .with_optimized_model_path(file.path())
+                .map_err(into_error)
+        })
+        .and_then(|builder| {
+            builder
+                .with_config_entry("session.save_model_format", "ORT")
+                .map_err(into_error)
+        })
+        // ORT warns that layout-optimised graphs are specific to this CPU: they are, and they
+        // never leave this process.
+        .and_then(|builder| builder.with_log_level(LogLevel::Error).map_err(into_error))
+        .and_then(|mut builder| builder.commit_from_memory(onnx))
+        .map_err(|error| format!("cannot create an ONNX Runtime session: {error}"))?;
+    drop(session);
+    std::fs::read(file.path())
+        .map_err(|error| format!("cannot read the optimised graph back: {error}"))
 }
 
 /// Builds a session straight from ONNX bytes, with its own weights (the archiver's checks and
