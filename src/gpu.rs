@@ -46,15 +46,68 @@ pub fn usable(number_of_gpu: Option<usize>, runtime: &LoadedRuntime) -> usize {
     }
 }
 
-/// Each GPU's load as TorchServe's describe API words it (`gpuUsage`), by CUDA device number;
-/// empty when `nvidia-smi` cannot answer. Blocking: starts a process.
-pub fn usage() -> BTreeMap<u32, String> {
-    let by_index = usage_by_index();
+/// One GPU's load, as `nvidia-smi` reads it from NVML (what PyTorch's `torch.cuda.utilization`,
+/// `memory_usage` and `mem_get_info` give TorchServe).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuReading {
+    /// Percent of the last sample period a kernel ran.
+    pub utilization: f64,
+    /// Percent of the last sample period device memory was read or written.
+    pub memory_utilization: f64,
+    pub memory_used_mib: f64,
+}
+
+impl GpuReading {
+    /// TorchServe's `gpuUsage` text for the describe API.
+    pub fn describe(&self, device: u32) -> String {
+        format!(
+            "gpuId::{device} utilization.gpu::{} % utilization.memory::{} % memory.used::{} MiB",
+            self.utilization, self.memory_utilization, self.memory_used_mib
+        )
+    }
+}
+
+/// Each GPU's load by CUDA device number; empty when `nvidia-smi` cannot answer. Blocking:
+/// starts a process.
+pub fn readings() -> BTreeMap<u32, GpuReading> {
+    let output = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,utilization.gpu,utilization.memory,memory.used",
+            "--format=csv,noheader,nounits",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Some(output) = output.ok().filter(|output| output.status.success()) else {
+        return BTreeMap::new();
+    };
+    let by_index = parse_readings(&String::from_utf8_lossy(&output.stdout));
     let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
     device_numbers(visible.as_deref(), by_index.len())
         .into_iter()
         .enumerate()
-        .filter_map(|(device, index)| Some((device as u32, by_index.get(&index)?.clone())))
+        .filter_map(|(device, index)| Some((device as u32, *by_index.get(&index)?)))
+        .collect()
+}
+
+/// `nvidia-smi --format=csv,noheader,nounits` lines, by `nvidia-smi`'s own (physical) index. A
+/// field NVML cannot read (`[N/A]`, as on MIG slices) reads as 0.
+fn parse_readings(csv: &str) -> BTreeMap<u32, GpuReading> {
+    csv.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let [index, gpu, memory, used] = fields[..] else {
+                return None;
+            };
+            let number = |field: &str| field.parse::<f64>().unwrap_or(0.0);
+            Some((
+                index.parse().ok()?,
+                GpuReading {
+                    utilization: number(gpu),
+                    memory_utilization: number(memory),
+                    memory_used_mib: number(used),
+                },
+            ))
+        })
         .collect()
 }
 
@@ -72,34 +125,6 @@ fn device_numbers(cuda_visible_devices: Option<&str>, installed: usize) -> Vec<u
         Some(indices) if !indices.is_empty() => indices,
         _ => (0..installed as u32).collect(),
     }
-}
-
-/// `nvidia-smi`'s answer, by its own (physical) GPU index.
-fn usage_by_index() -> BTreeMap<u32, String> {
-    let output = Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=index,utilization.gpu,utilization.memory,memory.used",
-            "--format=csv,noheader,nounits",
-        ])
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Some(output) = output.ok().filter(|output| output.status.success()) else {
-        return BTreeMap::new();
-    };
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let [index, gpu, memory, used] = fields[..] else {
-                return None;
-            };
-            let index: u32 = index.parse().ok()?;
-            Some((
-                index,
-                format!("gpuId::{index} utilization.gpu::{gpu} % utilization.memory::{memory} % memory.used::{used} MiB"),
-            ))
-        })
-        .collect()
 }
 
 /// NVIDIA GPUs on this machine that CUDA would show this process.
@@ -246,6 +271,19 @@ mod tests {
             "CUDA stops at the first invalid entry"
         );
         assert_eq!(narrowed_by("GPU-8f2c,GPU-11aa"), 2);
+    }
+
+    #[test]
+    fn nvidia_smi_lines_are_read_and_odd_ones_skipped() {
+        let csv = "0, 37, 12, 1534\n1, [N/A], [N/A], 80\nGPU lost\n";
+        let readings = parse_readings(csv);
+        assert_eq!(readings.len(), 2);
+        assert_eq!(
+            readings[&0].describe(0),
+            "gpuId::0 utilization.gpu::37 % utilization.memory::12 % memory.used::1534 MiB"
+        );
+        assert_eq!(readings[&1].utilization, 0.0);
+        assert_eq!(readings[&1].memory_used_mib, 80.0);
     }
 
     #[test]

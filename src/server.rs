@@ -224,6 +224,7 @@ pub async fn run(
             crate::metrics::system::start_sampler(
                 Arc::clone(&state.metrics),
                 state.config.metric_time_interval,
+                state.config.gpus,
                 stop.clone(),
             )
             .await,

@@ -61,7 +61,11 @@ async fn device_type_gpu_without_gpus_runs_on_the_cpu() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an NVIDIA GPU and onnxruntime-gpu: cargo test --test gpu -- --ignored"]
 async fn models_default_to_the_gpu_and_answer_as_on_the_cpu() {
-    let server = TestServer::start(&[mnist("minWorkers: 2\nmaxWorkers: 2\n")], &[]).await;
+    let server = TestServer::start(
+        &[mnist("minWorkers: 2\nmaxWorkers: 2\n")],
+        &[("metrics_mode", "prometheus")],
+    )
+    .await;
     let model = described(&server).await;
     assert_eq!(model["deviceType"], "gpu", "{model}");
     for worker in model["workers"].as_array().unwrap() {
@@ -70,6 +74,16 @@ async fn models_default_to_the_gpu_and_answer_as_on_the_cpu() {
         assert!(usage.starts_with("gpuId::0 utilization.gpu::"), "{usage}");
     }
     all_digits_right(&server).await;
+    let metrics = reqwest::get(server.metrics("/metrics?name[]=GPUMemoryUsed"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("GPUMemoryUsed{Level=\"Host\",DeviceId=\"0\","),
+        "{metrics}"
+    );
     server.stop().await;
 }
 

@@ -338,7 +338,7 @@ async fn described(models: Vec<Arc<ModelVersion>>) -> Result<Response, ServeErro
             .iter()
             .any(|model| model.settings.device != Device::Cpu)
         {
-            true => crate::gpu::usage(),
+            true => crate::gpu::readings(),
             false => BTreeMap::new(),
         };
         models
@@ -374,7 +374,10 @@ fn process_memory() -> u64 {
 }
 
 /// TorchServe's `DescribeModelResponse`, field for field and in its order.
-fn describe(model: &ModelVersion, gpu_usage: &BTreeMap<u32, String>) -> serde_json::Value {
+fn describe(
+    model: &ModelVersion,
+    gpu_usage: &BTreeMap<u32, crate::gpu::GpuReading>,
+) -> serde_json::Value {
     let memory = process_memory();
     let settings = &model.settings;
     let (min_workers, max_workers) = model.worker_range();
@@ -384,10 +387,12 @@ fn describe(model: &ModelVersion, gpu_usage: &BTreeMap<u32, String>) -> serde_js
         .into_iter()
         .map(|worker| {
             let gpu_usage = match worker.gpu {
-                Some(gpu) => gpu_usage
-                    .get(&gpu)
-                    .map_or("failed to obtained gpu usage", String::as_str),
-                None => "N/A",
+                Some(gpu) => gpu_usage.get(&gpu).map_or_else(
+                    // TorchServe's words when its query fails.
+                    || "failed to obtained gpu usage".to_string(),
+                    |reading| reading.describe(gpu),
+                ),
+                None => "N/A".to_string(),
             };
             serde_json::json!({
                 "id": worker.id.to_string(),

@@ -289,6 +289,16 @@ impl Metrics {
         ] {
             self.update(spec, None, &["Host"], value, None);
         }
+        for (device, reading) in &sample.gpus {
+            let labels = ["Host", &device.to_string()];
+            for (spec, value) in [
+                (&catalog::GPU_MEMORY_UTILIZATION, reading.memory_utilization),
+                (&catalog::GPU_MEMORY_USED, reading.memory_used_mib),
+                (&catalog::GPU_UTILIZATION, reading.utilization),
+            ] {
+                self.update(spec, None, &labels, value, None);
+            }
+        }
     }
 
     /// The `/metrics` text: TorchServe's families this mode exposes (metrics.yaml order; a
@@ -379,6 +389,38 @@ mod tests {
             "PredictionTime{ModelName=\"m\",Level=\"Model\",Hostname=\"h\",} 12.5",
         ] {
             assert!(text.lines().any(|candidate| candidate == line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn gpu_figures_are_one_series_per_device() {
+        let metrics = Metrics::new(MetricsMode::Prometheus, "h".into());
+        let reading = |used| crate::gpu::GpuReading {
+            utilization: 37.0,
+            memory_utilization: 12.0,
+            memory_used_mib: used,
+        };
+        metrics.record_system(&SystemSample {
+            cpu_utilization: 1.0,
+            memory_used: 2.0,
+            memory_available: 3.0,
+            memory_utilization: 4.0,
+            disk_usage: 5.0,
+            disk_utilization: 6.0,
+            disk_available: 7.0,
+            gpus: vec![(0, reading(1534.0)), (1, reading(80.0))],
+        });
+        let text = metrics.render(&[], &NameFilter::default());
+        for line in [
+            "GPUUtilization{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\",} 37.0",
+            "GPUMemoryUtilization{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\",} 12.0",
+            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\",} 1534.0",
+            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\",} 80.0",
+        ] {
+            assert!(
+                text.lines().any(|candidate| candidate == line),
+                "{line} in\n{text}"
+            );
         }
     }
 

@@ -1,14 +1,17 @@
 //! Host metrics, as TorchServe's `ts/metrics/system_metrics.py` computes them with psutil, read
 //! here from `/proc/stat`, `/proc/meminfo` and `statvfs("/")`: CPU and memory utilisation, memory
 //! used/available (MB), disk used/available (GB) and utilisation. [`start_sampler`] reads them at
-//! startup and then every `metric_time_interval` seconds. GPU metrics are not produced: the
-//! server runs ONNX Runtime on the CPU.
+//! startup and then every `metric_time_interval` seconds. With GPUs in use, each sample also
+//! reads every GPU's utilisation, memory utilisation and memory used (MB) from `nvidia-smi`, as
+//! TorchServe reads them through PyTorch (`GPUUtilization`, `GPUMemoryUtilization`,
+//! `GPUMemoryUsed`, by `DeviceId`).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Metrics;
+use crate::gpu::GpuReading;
 
 /// One reading of the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +23,8 @@ pub struct SystemSample {
     pub disk_usage: f64,
     pub disk_utilization: f64,
     pub disk_available: f64,
+    /// Each GPU in use, by CUDA device number (empty without GPUs).
+    pub gpus: Vec<(u32, GpuReading)>,
 }
 
 /// Cumulative CPU time from `/proc/stat`'s `cpu` line: (busy, total) in ticks, as psutil counts
@@ -113,7 +118,7 @@ fn read_cpu_times() -> Option<CpuTimes> {
 
 /// Reads the host; CPU use is measured since `previous` (the last reading). Blocking (procfs and
 /// statvfs are quick, but this still runs off the async threads).
-fn sample(previous: CpuTimes) -> (Option<SystemSample>, CpuTimes) {
+fn sample(previous: CpuTimes, gpus: usize) -> (Option<SystemSample>, CpuTimes) {
     let now = read_cpu_times().unwrap_or_default();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -128,6 +133,10 @@ fn sample(previous: CpuTimes) -> (Option<SystemSample>, CpuTimes) {
             disk_usage: disk.0,
             disk_utilization: disk.2,
             disk_available: disk.1,
+            gpus: match gpus {
+                0 => Vec::new(),
+                _ => crate::gpu::readings().into_iter().take(gpus).collect(),
+            },
         }),
         _ => None,
     };
@@ -137,12 +146,14 @@ fn sample(previous: CpuTimes) -> (Option<SystemSample>, CpuTimes) {
 /// Samples the host now (before the server answers anything: the first CPU figure is the
 /// average since boot, where psutil would report a meaningless 0.0), then spawns the task that
 /// samples again every `interval` until `stop` turns true (or its sender is dropped).
+/// `gpus`: how many GPUs the server uses (their figures are sampled too).
 pub async fn start_sampler(
     metrics: Arc<Metrics>,
     interval: Duration,
+    gpus: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let first = tokio::task::spawn_blocking(|| sample(CpuTimes::default())).await;
+    let first = tokio::task::spawn_blocking(move || sample(CpuTimes::default(), gpus)).await;
     let mut previous = match first {
         Ok((reading, now)) => {
             record(&metrics, reading);
@@ -156,7 +167,8 @@ pub async fn start_sampler(
                 _ = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
-            let Ok((reading, now)) = tokio::task::spawn_blocking(move || sample(previous)).await
+            let Ok((reading, now)) =
+                tokio::task::spawn_blocking(move || sample(previous, gpus)).await
             else {
                 return;
             };
