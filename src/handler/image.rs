@@ -10,20 +10,43 @@ use base64::Engine;
 use image::{DynamicImage, ImageFormat, ImageReader};
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
-use super::resample::{resize_window, Resized, Window};
+use super::jpeg::{self, Region};
+use super::resample::{resize_view, source_span, Resized, Source, Window};
 use crate::error::ServeError;
 
-/// A decoded image in the handler's colour mode, 8 bits per channel, interleaved.
+/// A decoded image in the handler's colour mode, 8 bits per channel, interleaved: all of it, or
+/// (from the JPEG decoder) only the part the pre-processing reads, from column `x0` and row `y0`
+/// on, `stride` pixels a row.
 #[derive(Debug, Clone)]
 pub struct Pixels {
     pub width: u32,
     pub height: u32,
     pub channels: usize,
     pub data: Vec<u8>,
+    pub x0: usize,
+    pub y0: usize,
+    pub stride: usize,
+}
+
+impl Pixels {
+    /// A whole image.
+    pub fn full(width: u32, height: u32, channels: usize, data: Vec<u8>) -> Pixels {
+        Pixels {
+            width,
+            height,
+            channels,
+            data,
+            x0: 0,
+            y0: 0,
+            stride: width as usize,
+        }
+    }
 }
 
 /// Decodes request bytes into pixels: raw image bytes, or base64 text of them (TorchServe
-/// decodes base64 strings), or a JSON string / `{"data": "..."}` holding base64.
+/// decodes base64 strings), or a JSON string / `{"data": "..."}` holding base64. For the
+/// pre-processing in `settings`: a JPEG may be decoded only where [`preprocess`] with the same
+/// settings reads it (the rest of the pixels are then zero).
 pub fn decode(
     bytes: &[u8],
     settings: &ImagePreprocess,
@@ -67,6 +90,11 @@ pub fn decode(
             settings.max_pixels
         )));
     }
+    if format == Some(ImageFormat::Jpeg) {
+        if let Some(pixels) = decode_jpeg(image_bytes, (width, height), settings) {
+            return Ok(pixels);
+        }
+    }
     let mut reader = ImageReader::new(Cursor::new(image_bytes));
     if let Some(format) = format {
         reader.set_format(format);
@@ -82,6 +110,30 @@ pub fn decode(
         ))
     })?;
     Ok(convert(image, settings.color))
+}
+
+/// A JPEG in the fast decoder's reach (see `jpeg`), decoded where `preprocess` will read it:
+/// libjpeg-turbo's pixels there, zeros elsewhere. `None` sends the file to the general decoder.
+fn decode_jpeg(bytes: &[u8], (width, height): (u32, u32), settings: &ImagePreprocess) -> Option<Pixels> {
+    let (_, _, components) = jpeg::dimensions(bytes).ok()?;
+    let wanted = match settings.color {
+        ColorMode::Rgb => 3,
+        ColorMode::Gray => 1,
+    };
+    if components != wanted {
+        return None;
+    }
+    let region = Geometry::new(width, height, settings).source_region(width, height);
+    let decoded = jpeg::decode(bytes, region).ok()?;
+    Some(Pixels {
+        width: decoded.width as u32,
+        height: decoded.height as u32,
+        channels: decoded.channels,
+        data: decoded.data,
+        x0: decoded.region.x0,
+        y0: decoded.region.y0,
+        stride: decoded.region.x1 - decoded.region.x0,
+    })
 }
 
 /// A JPEG whose scan data is not followed by an end-of-image marker (0xFFD9). The marker cannot
@@ -130,12 +182,7 @@ fn base64_payload(bytes: &[u8]) -> Option<Vec<u8>> {
 fn convert(image: DynamicImage, color: ColorMode) -> Pixels {
     let (width, height) = (image.width(), image.height());
     match color {
-        ColorMode::Rgb => Pixels {
-            width,
-            height,
-            channels: 3,
-            data: image.into_rgb8().into_raw(),
-        },
+        ColorMode::Rgb => Pixels::full(width, height, 3, image.into_rgb8().into_raw()),
         ColorMode::Gray => {
             let data = match image {
                 DynamicImage::ImageLuma8(gray) => gray.into_raw(),
@@ -148,12 +195,7 @@ fn convert(image: DynamicImage, color: ColorMode) -> Pixels {
                     })
                     .collect(),
             };
-            Pixels {
-                width,
-                height,
-                channels: 1,
-                data,
-            }
+            Pixels::full(width, height, 1, data)
         }
     }
 }
@@ -231,35 +273,96 @@ fn normalise_plane<const B: usize>(
     }
 }
 
+/// Where `Resize` + `CenterCrop` put a `width`×`height` image.
+struct Geometry {
+    resized_width: u32,
+    resized_height: u32,
+    out_width: u32,
+    out_height: u32,
+    /// The crop's offset in the resized image (negative: the crop pads).
+    left: i64,
+    top: i64,
+    /// The part of the resized image inside the crop window; the rest of the window is padding.
+    window: Window,
+}
+
+impl Geometry {
+    fn new(width: u32, height: u32, settings: &ImagePreprocess) -> Geometry {
+        let (resized_width, resized_height) = match settings.resize {
+            Some(size) => resized_dimensions(width, height, size),
+            None => (width, height),
+        };
+        let (out_width, out_height) = match settings.center_crop {
+            Some(crop) => (crop, crop),
+            None => (resized_width, resized_height),
+        };
+        // torchvision's CenterCrop: offsets rounded half-to-even.
+        let left = round_half_even((f64::from(resized_width) - f64::from(out_width)) / 2.0);
+        let top = round_half_even((f64::from(resized_height) - f64::from(out_height)) / 2.0);
+        let clamp = |value: i64, limit: u32| value.clamp(0, i64::from(limit)) as usize;
+        let window = Window {
+            x0: clamp(left, resized_width),
+            x1: clamp(left + i64::from(out_width), resized_width),
+            y0: clamp(top, resized_height),
+            y1: clamp(top + i64::from(out_height), resized_height),
+        };
+        Geometry {
+            resized_width,
+            resized_height,
+            out_width,
+            out_height,
+            left,
+            top,
+            window,
+        }
+    }
+
+    /// The source pixels the resize reads for the window: all that a decoder must produce.
+    fn source_region(&self, width: u32, height: u32) -> Region {
+        let window = self.window;
+        let (x0, x1) = source_span(
+            width as usize,
+            self.resized_width as usize,
+            window.x0,
+            window.x1,
+        );
+        let (y0, y1) = source_span(
+            height as usize,
+            self.resized_height as usize,
+            window.y0,
+            window.y1,
+        );
+        Region { x0, x1, y0, y1 }
+    }
+}
+
 /// Runs the whole pipeline and returns a `[C, H, W]` float tensor's data and its (H, W).
 pub fn preprocess(
     pixels: &Pixels,
     settings: &ImagePreprocess,
 ) -> Result<(Vec<f32>, u32, u32), ServeError> {
-    let (resized_width, resized_height) = match settings.resize {
-        Some(size) => resized_dimensions(pixels.width, pixels.height, size),
-        None => (pixels.width, pixels.height),
-    };
-    let (out_width, out_height) = match settings.center_crop {
-        Some(crop) => (crop, crop),
-        None => (resized_width, resized_height),
-    };
-    // torchvision's CenterCrop: offsets rounded half-to-even; a negative offset means padding.
-    let left = round_half_even((f64::from(resized_width) - f64::from(out_width)) / 2.0);
-    let top = round_half_even((f64::from(resized_height) - f64::from(out_height)) / 2.0);
-    // The part of the resized image inside the crop window; the rest of the window is padding.
-    let clamp = |value: i64, limit: u32| value.clamp(0, i64::from(limit)) as usize;
-    let window = Window {
-        x0: clamp(left, resized_width),
-        x1: clamp(left + i64::from(out_width), resized_width),
-        y0: clamp(top, resized_height),
-        y1: clamp(top + i64::from(out_height), resized_height),
-    };
+    let Geometry {
+        resized_width,
+        resized_height,
+        out_width,
+        out_height,
+        left,
+        top,
+        window,
+    } = Geometry::new(pixels.width, pixels.height, settings);
     let channels = pixels.channels;
     let visible = if window.x0 < window.x1 && window.y0 < window.y1 {
-        resize_window(
-            &pixels.data,
-            (pixels.width as usize, pixels.height as usize, channels),
+        let source = Source {
+            data: &pixels.data,
+            width: pixels.width as usize,
+            height: pixels.height as usize,
+            channels,
+            x0: pixels.x0,
+            y0: pixels.y0,
+            stride: pixels.stride,
+        };
+        resize_view(
+            source,
             (resized_width as usize, resized_height as usize),
             window,
         )

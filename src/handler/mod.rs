@@ -5,6 +5,7 @@
 //! arrays: workers call them; they never see a session, a queue or an HTTP type.
 //!
 //! - `image`: decode, resize, crop, normalise (shared by the three vision handlers).
+//! - `jpeg`: baseline JPEGs decoded to libjpeg-turbo's exact pixels, only where they are read.
 //! - `resample`: Pillow's exact antialiased bilinear resize, fused with the crop.
 //! - `classifier`: softmax, top-k `{label: prob}` or the best index.
 //! - `segmenter`: per-pixel `[class, prob]`.
@@ -14,6 +15,7 @@
 mod classifier;
 mod detector;
 pub mod image;
+mod jpeg;
 mod resample;
 mod segmenter;
 mod tensor;

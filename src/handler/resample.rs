@@ -26,6 +26,23 @@ struct Coefficients {
     weights: Vec<i32>,
 }
 
+impl Coefficients {
+    /// The source positions that output positions `from..to` read: `first..last`.
+    fn span(&self, from: usize, to: usize) -> (usize, usize) {
+        let (start, count) = self.bounds[to - 1];
+        (self.bounds[from].0, start + count)
+    }
+}
+
+/// The source positions (along an axis of `in_size` resized to `out_size`) that output
+/// positions `from..to` read: what a decoder must produce for them.
+pub fn source_span(in_size: usize, out_size: usize, from: usize, to: usize) -> (usize, usize) {
+    if in_size == out_size || from >= to {
+        return (from, to);
+    }
+    coefficients(in_size, out_size).span(from, to)
+}
+
 fn triangle(x: f64) -> f64 {
     let x = x.abs();
     if x < 1.0 {
@@ -106,17 +123,15 @@ const fn padded(channels: usize) -> usize {
 fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: bool>(
     source_rows: &[u8],
     temp: &mut [u8],
-    width: usize,
+    (width, origin_x): (usize, usize),
     coefficients: &Coefficients,
     window: Window,
 ) {
     debug_assert!(C <= P && L == BLOCK_ROWS * P);
-    let first_column = coefficients.bounds[window.x0].0;
-    let last_column = {
-        let (start, count) = coefficients.bounds[window.x1 - 1];
-        start + count
-    };
+    let (first_column, last_column) = coefficients.span(window.x0, window.x1);
     let columns = last_column - first_column;
+    // `source_rows` hold `width` pixels a row from column `origin_x` on.
+    let first_stored = first_column - origin_x;
     let out_row_len = (window.x1 - window.x0) * P;
     let rows = source_rows.len() / (width * C);
     let mut block = vec![0u8; columns * L];
@@ -131,12 +146,12 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
             // the CPU has AVX2.
             {
                 done =
-                    unsafe { avx2::transpose_rgb(block_source, width, first_column, &mut block) };
+                    unsafe { avx2::transpose_rgb(block_source, width, first_stored, &mut block) };
             }
         }
         for row in 0..block_rows {
             let source = &block_source[row * width * C..][..width * C];
-            let skip = (first_column + done) * C;
+            let skip = (first_stored + done) * C;
             let rest = &mut block[done * L..];
             transpose_row::<C, P, L>(&source[skip..], rest, columns - done, row);
         }
@@ -235,53 +250,79 @@ pub struct Resized {
     pub pixel_bytes: usize,
 }
 
+/// Interleaved 8-bit pixels of a `width`×`height` image, or of the part of it from column `x0`
+/// and row `y0` on, `stride` pixels a row: all the resize reads must be inside.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub data: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub x0: usize,
+    pub y0: usize,
+    pub stride: usize,
+}
+
 /// Resizes interleaved 8-bit pixels (`channels` per pixel) from `width`×`height` to
 /// `out_width`×`out_height` and returns only the `window` of the result.
 pub fn resize_window(
     data: &[u8],
-    source: (usize, usize, usize),
+    (width, height, channels): (usize, usize, usize),
     resized: (usize, usize),
     window: Window,
 ) -> Resized {
+    let source = Source {
+        data,
+        width,
+        height,
+        channels,
+        x0: 0,
+        y0: 0,
+        stride: width,
+    };
+    resize_view(source, resized, window)
+}
+
+/// [`resize_window`] of the part of an image that `source` holds.
+pub fn resize_view(source: Source<'_>, resized: (usize, usize), window: Window) -> Resized {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         /// The same code, compiled with AVX2 instructions.
         #[allow(unsafe_code)]
         #[target_feature(enable = "avx2")]
-        unsafe fn with_avx2(
-            data: &[u8],
-            source: (usize, usize, usize),
-            resized: (usize, usize),
-            window: Window,
-        ) -> Resized {
-            resize::<true>(data, source, resized, window)
+        unsafe fn with_avx2(source: Source<'_>, resized: (usize, usize), window: Window) -> Resized {
+            resize::<true>(source, resized, window)
         }
         #[allow(unsafe_code)]
         // SAFETY: the CPU has AVX2 (checked above); the function is otherwise safe Rust.
-        return unsafe { with_avx2(data, source, resized, window) };
+        return unsafe { with_avx2(source, resized, window) };
     }
-    resize::<false>(data, source, resized, window)
+    resize::<false>(source, resized, window)
 }
 
 /// `AVX2`: called from the AVX2-compiled copy, so AVX2 intrinsics may run.
 #[inline(always)]
 fn resize<const AVX2: bool>(
-    data: &[u8],
-    (width, height, channels): (usize, usize, usize),
+    source: Source<'_>,
     (out_width, out_height): (usize, usize),
     window: Window,
 ) -> Resized {
+    let Source {
+        data,
+        width,
+        height,
+        channels,
+        x0: origin_x,
+        y0: origin_y,
+        stride,
+    } = source;
     let window_width = window.x1 - window.x0;
     let need_horizontal = out_width != width;
     let need_vertical = out_height != height;
     let vertical = need_vertical.then(|| coefficients(height, out_height));
     // Source rows the window needs: all the vertical taps of its rows, or its rows themselves.
     let (first_row, last_row) = match &vertical {
-        Some(coefficients) => {
-            let first = coefficients.bounds[window.y0].0;
-            let (start, count) = coefficients.bounds[window.y1 - 1];
-            (first, start + count)
-        }
+        Some(coefficients) => coefficients.span(window.y0, window.y1),
         None => (window.y0, window.y1),
     };
     // Horizontal pass over the needed rows and the window's columns.
@@ -295,19 +336,20 @@ fn resize<const AVX2: bool>(
     let mut temp = vec![0u8; rows * row_len];
     if need_horizontal {
         let horizontal = coefficients(width, out_width);
-        let source_rows = &data[first_row * width * channels..last_row * width * channels];
+        let source_rows =
+            &data[(first_row - origin_y) * stride * channels..(last_row - origin_y) * stride * channels];
         match channels {
             3 => horizontal_pass::<3, 4, { 4 * BLOCK_ROWS }, AVX2>(
                 source_rows,
                 &mut temp,
-                width,
+                (stride, origin_x),
                 &horizontal,
                 window,
             ),
             1 => horizontal_pass::<1, 1, BLOCK_ROWS, AVX2>(
                 source_rows,
                 &mut temp,
-                width,
+                (stride, origin_x),
                 &horizontal,
                 window,
             ),
@@ -315,7 +357,8 @@ fn resize<const AVX2: bool>(
         }
     } else {
         for row in 0..rows {
-            let source_start = ((first_row + row) * width + window.x0) * channels;
+            let source_start =
+                ((first_row - origin_y + row) * stride + window.x0 - origin_x) * channels;
             temp[row * row_len..(row + 1) * row_len]
                 .copy_from_slice(&data[source_start..source_start + row_len]);
         }

@@ -1,0 +1,111 @@
+//! The islow IDCT on AVX2 registers: [`super::butterfly`] runs on eight 32-bit lanes, the columns
+//! in the first pass and, after a transposition, the rows in the second.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::{
+    __m256i, _mm256_add_epi32, _mm256_cvtepi16_epi32, _mm256_loadu_si256, _mm256_mullo_epi32,
+    _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
+    _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_slli_epi32,
+    _mm256_srai_epi32, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_unpackhi_epi32,
+    _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_loadu_si128,
+};
+
+use super::{butterfly, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
+
+#[derive(Clone, Copy)]
+struct V(__m256i);
+
+// SAFETY (every method): only called from `idct`, which has AVX2 enabled; inlined into it.
+impl Lane for V {
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        V(unsafe { _mm256_add_epi32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        V(unsafe { _mm256_sub_epi32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn mul(self, constant: i32) -> Self {
+        V(unsafe { _mm256_mullo_epi32(self.0, _mm256_set1_epi32(constant)) })
+    }
+    #[inline(always)]
+    fn shl_const(self) -> Self {
+        V(unsafe { _mm256_slli_epi32::<{ CONST_BITS as i32 }>(self.0) })
+    }
+}
+
+/// The 8×8 transposition of 32-bit words.
+#[inline(always)]
+unsafe fn transpose(rows: [V; 8]) -> [V; 8] {
+    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|row| row.0);
+    let (t0, t1) = (_mm256_unpacklo_epi32(r0, r1), _mm256_unpackhi_epi32(r0, r1));
+    let (t2, t3) = (_mm256_unpacklo_epi32(r2, r3), _mm256_unpackhi_epi32(r2, r3));
+    let (t4, t5) = (_mm256_unpacklo_epi32(r4, r5), _mm256_unpackhi_epi32(r4, r5));
+    let (t6, t7) = (_mm256_unpacklo_epi32(r6, r7), _mm256_unpackhi_epi32(r6, r7));
+    let (u0, u1) = (_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2));
+    let (u2, u3) = (_mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3));
+    let (u4, u5) = (_mm256_unpacklo_epi64(t4, t6), _mm256_unpackhi_epi64(t4, t6));
+    let (u6, u7) = (_mm256_unpacklo_epi64(t5, t7), _mm256_unpackhi_epi64(t5, t7));
+    [
+        V(_mm256_permute2x128_si256::<0x20>(u0, u4)),
+        V(_mm256_permute2x128_si256::<0x20>(u1, u5)),
+        V(_mm256_permute2x128_si256::<0x20>(u2, u6)),
+        V(_mm256_permute2x128_si256::<0x20>(u3, u7)),
+        V(_mm256_permute2x128_si256::<0x31>(u0, u4)),
+        V(_mm256_permute2x128_si256::<0x31>(u1, u5)),
+        V(_mm256_permute2x128_si256::<0x31>(u2, u6)),
+        V(_mm256_permute2x128_si256::<0x31>(u3, u7)),
+    ]
+}
+
+#[inline(always)]
+unsafe fn descale<const BITS: i32>(value: V) -> V {
+    V(_mm256_srai_epi32::<BITS>(_mm256_add_epi32(
+        value.0,
+        _mm256_set1_epi32(1 << (BITS - 1)),
+    )))
+}
+
+/// [`super::scalar`] on AVX2: the same integers for every block a valid file holds (the
+/// products wrap at 32 bits where the reference's wrap too).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub unsafe fn idct(block: &[i16; 64], quant: &[i32; 64], out: &mut [u8], stride: usize) {
+    assert!(out.len() >= 7 * stride + 8, "room for the 8x8 block");
+    let rows: [V; 8] = std::array::from_fn(|row| {
+        // SAFETY: row * 8 + 8 <= 64 for both arrays.
+        unsafe {
+            let coefficients = _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                block.as_ptr().add(row * 8).cast(),
+            ));
+            let steps = _mm256_loadu_si256(quant.as_ptr().add(row * 8).cast());
+            V(_mm256_mullo_epi32(coefficients, steps))
+        }
+    });
+    let workspace = butterfly(rows).map(|value| unsafe { descale::<{ PASS1_SHIFT as i32 }>(value) });
+    let columns = butterfly(transpose(workspace));
+    let pixels = transpose(columns.map(|value| unsafe {
+        let value = descale::<{ PASS2_SHIFT as i32 }>(value).0;
+        // libjpeg's range limit: the value modulo 1024 as a signed 10-bit number, plus 128;
+        // the packs below clamp it to 0..=255.
+        let wrapped = _mm256_srai_epi32::<22>(_mm256_slli_epi32::<22>(value));
+        V(_mm256_add_epi32(wrapped, _mm256_set1_epi32(128)))
+    }));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for half in 0..2 {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|row| pixels[half * 4 + row].0);
+        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+        let mut words = [0u64; 4];
+        _mm256_storeu_si256(
+            words.as_mut_ptr().cast(),
+            _mm256_permutevar8x32_epi32(bytes, order),
+        );
+        for (row, word) in words.iter().enumerate() {
+            let start = (half * 4 + row) * stride;
+            out[start..start + 8].copy_from_slice(&word.to_le_bytes());
+        }
+    }
+}
