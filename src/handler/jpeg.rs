@@ -175,8 +175,7 @@ fn decode_scan(
     scan: &entropy::Scan,
     planes: &mut [Plane],
 ) -> Result<(), Fallback> {
-    let (max_h, max_v) = (header.max_h(), header.max_v());
-    let mcus_x = header.width.div_ceil(8 * max_h);
+    let mcus_x = header.width.div_ceil(8 * header.max_h());
     let last_row = header
         .components
         .iter()

@@ -10,8 +10,21 @@ const CB_G: i32 = 22554; // 0.34414
 const HALF: i32 = 1 << 15;
 
 /// YCbCr → RGB for one row of pixels; `out` holds 3 bytes per pixel.
-#[inline(always)]
 pub fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2 (checked above).
+        {
+            done = unsafe { avx2::ycc_to_rgb(y, cb, cr, out) };
+        }
+    }
+    ycc_to_rgb_scalar(&y[done.min(y.len())..], &cb[done.min(cb.len())..], &cr[done.min(cr.len())..], &mut out[done * 3..]);
+}
+
+/// The reference for [`avx2::ycc_to_rgb`].
+fn ycc_to_rgb_scalar(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
     for (((pixel, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(y).zip(cb).zip(cr) {
         let (y, cb, cr) = (i32::from(y), i32::from(cb) - 128, i32::from(cr) - 128);
         let red = y + ((CR_R * cr + HALF) >> 16);
@@ -64,5 +77,26 @@ pub fn h2v2(near: &[u8], far: &[u8], samples: usize, start: usize, out: &mut [u8
         } else {
             ((this * 3 + sum(c + 1) + 7) >> 4) as u8
         };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+#[cfg(test)]
+mod tests {
+    /// Every (cb, cr) pair over a few lumas, on both paths.
+    #[test]
+    fn vector_conversion_equals_scalar() {
+        for luma in [0u8, 1, 17, 128, 200, 254, 255] {
+            let cb: Vec<u8> = (0..=255u8).flat_map(|cb| std::iter::repeat_n(cb, 256)).collect();
+            let cr: Vec<u8> = (0..256 * 256).map(|index| (index % 256) as u8).collect();
+            let y = vec![luma; cb.len()];
+            let mut fast = vec![0u8; cb.len() * 3];
+            let mut reference = fast.clone();
+            super::ycc_to_rgb(&y, &cb, &cr, &mut fast);
+            super::ycc_to_rgb_scalar(&y, &cb, &cr, &mut reference);
+            assert!(fast == reference, "luma {luma}");
+        }
     }
 }

@@ -110,12 +110,7 @@ fn blocked_passes_equal_the_pixel_by_pixel_reference() {
             );
             // The portable code too, which CPUs without AVX2 run.
             let portable = compact(
-                resize::<false>(
-                    &image,
-                    (width, height, channels),
-                    (out_width, out_height),
-                    window,
-                ),
+                portable(&image, (width, height, channels), (out_width, out_height), window),
                 channels,
             );
             assert!(
@@ -189,9 +184,65 @@ fn a_centre_crop_equals_the_reference() {
         .collect();
     let ours = resize_window(&image, (width, height, 3), (out_width, out_height), window);
     assert!(compact(ours, 3) == expected, "the AVX2 path differs");
-    let portable = resize::<false>(&image, (width, height, 3), (out_width, out_height), window);
+    let portable = portable(&image, (width, height, 3), (out_width, out_height), window);
     assert!(
         compact(portable, 3) == expected,
         "the portable path differs"
     );
+}
+
+/// The portable (non-AVX2) resize of a whole image.
+fn portable(
+    data: &[u8],
+    (width, height, channels): (usize, usize, usize),
+    resized: (usize, usize),
+    window: Window,
+) -> Resized {
+    let source = Source {
+        data,
+        width,
+        height,
+        channels,
+        x0: 0,
+        y0: 0,
+        stride: width,
+    };
+    resize::<false>(source, resized, window)
+}
+
+/// A view holding only the pixels the window reads gives the same bytes as the whole image.
+#[test]
+fn a_view_of_the_read_pixels_resizes_like_the_whole_image() {
+    for channels in [1, 3] {
+        let (width, height) = (97, 61);
+        let image: Vec<u8> = (0..width * height * channels)
+            .map(|index| (index * 37 % 251) as u8)
+            .collect();
+        for (resized, window) in [
+            ((40, 25), Window { x0: 3, x1: 37, y0: 2, y1: 23 }),
+            ((97, 30), Window { x0: 10, x1: 90, y0: 0, y1: 30 }),
+            ((50, 61), Window { x0: 0, x1: 50, y0: 5, y1: 40 }),
+        ] {
+            // The padding byte of RGB pixels has no meaning: compare the channels.
+            let whole = compact(resize_window(&image, (width, height, channels), resized, window), channels);
+            let (x0, x1) = source_span(width, resized.0, window.x0, window.x1);
+            let (y0, y1) = source_span(height, resized.1, window.y0, window.y1);
+            let part: Vec<u8> = (y0..y1)
+                .flat_map(|y| image[(y * width + x0) * channels..(y * width + x1) * channels].to_vec())
+                .collect();
+            let view = Source {
+                data: &part,
+                width,
+                height,
+                channels,
+                x0,
+                y0,
+                stride: x1 - x0,
+            };
+            let view_resized = compact(resize_view(view, resized, window), channels);
+            assert!(view_resized == whole, "{channels} channels, {window:?}");
+            let portable = compact(resize::<false>(view, resized, window), channels);
+            assert!(portable == whole, "portable, {channels} channels, {window:?}");
+        }
+    }
 }
