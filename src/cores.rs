@@ -53,6 +53,12 @@ fn fits(extra: usize) -> bool {
     IN_FLIGHT.load(Ordering::Relaxed) + POLLING.load(Ordering::Relaxed) + extra <= cores()
 }
 
+/// Whether a helper thread would find a core of its own: the requests in flight, the polling
+/// threads and `busy` more (e.g. photos being pre-processed) leave one free.
+pub fn spare(busy: usize) -> bool {
+    fits(busy + 1)
+}
+
 /// Waits for a worker's `answer`: first by polling it for up to `budget` while a core is left
 /// over (yielding to the runtime between polls, so other connections are served meanwhile and
 /// the I/O driver is polled), then by parking as usual. `None` when the sender was dropped

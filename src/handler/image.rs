@@ -43,40 +43,45 @@ impl Pixels {
     }
 }
 
-/// Decodes request bytes into pixels: raw image bytes, or base64 text of them (TorchServe
-/// decodes base64 strings), or a JSON string / `{"data": "..."}` holding base64. For the
-/// pre-processing in `settings`: a JPEG may be decoded only where [`preprocess`] with the same
-/// settings reads it (the rest of the pixels are then zero).
-pub fn decode(
-    bytes: &[u8],
+/// Request bytes turned into an image's bytes, with its format and size checked.
+struct Checked<'a> {
+    bytes: std::borrow::Cow<'a, [u8]>,
+    format: Option<ImageFormat>,
+    width: u32,
+    height: u32,
+}
+
+/// Raw image bytes, or base64 text of them (TorchServe decodes base64 strings), or a JSON
+/// string / `{"data": "..."}` holding base64; refused when empty, not an image, a truncated
+/// JPEG, or larger than the pixel limit.
+fn check<'a>(
+    bytes: &'a [u8],
     settings: &ImagePreprocess,
     limit_pixels: bool,
-) -> Result<Pixels, ServeError> {
+) -> Result<Checked<'a>, ServeError> {
     if bytes.is_empty() {
         return Err(ServeError::BadRequest(
             "the request has no image: the body is empty".into(),
         ));
     }
-    let decoded_base64;
     let image_bytes = if image::guess_format(bytes).is_ok() {
-        bytes
+        std::borrow::Cow::Borrowed(bytes)
     } else {
-        decoded_base64 = base64_payload(bytes).ok_or_else(|| {
+        std::borrow::Cow::Owned(base64_payload(bytes).ok_or_else(|| {
             ServeError::BadRequest(
                 "the request body is not an image (JPEG, PNG, GIF, BMP or WebP) nor base64 text of one".into(),
             )
-        })?;
-        &decoded_base64
+        })?)
     };
-    if image::guess_format(image_bytes).ok() == Some(ImageFormat::Jpeg)
-        && jpeg_is_truncated(image_bytes)
+    if image::guess_format(&image_bytes).ok() == Some(ImageFormat::Jpeg)
+        && jpeg_is_truncated(&image_bytes)
     {
         // The decoder would pad the missing part with grey; PIL refuses ("image file is truncated").
         return Err(ServeError::BadRequest(
             "cannot decode the JPEG image: the file is truncated".into(),
         ));
     }
-    let reader = ImageReader::new(Cursor::new(image_bytes))
+    let reader = ImageReader::new(Cursor::new(&image_bytes[..]))
         .with_guessed_format()
         .map_err(|error| ServeError::BadRequest(format!("cannot read the image: {error}")))?;
     let format = reader.format();
@@ -90,17 +95,63 @@ pub fn decode(
             settings.max_pixels
         )));
     }
+    Ok(Checked {
+        bytes: image_bytes,
+        format,
+        width,
+        height,
+    })
+}
+
+/// Decodes request bytes (see [`check`] for what they may be) into pixels. For the
+/// pre-processing in `settings`: a JPEG may be decoded only where [`preprocess`] with the same
+/// settings reads it (the rest of the pixels are then zero).
+pub fn decode(
+    bytes: &[u8],
+    settings: &ImagePreprocess,
+    limit_pixels: bool,
+) -> Result<Pixels, ServeError> {
+    decode_checked(&check(bytes, settings, limit_pixels)?, settings)
+}
+
+/// [`decode`] then [`preprocess`], as a request goes: the `[C, H, W]` data, H, W and C. A JPEG
+/// the fast decoder takes goes through `photo`, on two threads when a core is idle.
+pub fn prepare(
+    bytes: &[u8],
+    settings: &ImagePreprocess,
+    limit_pixels: bool,
+) -> Result<(Vec<f32>, u32, u32, usize), ServeError> {
+    let checked = check(bytes, settings, limit_pixels)?;
+    if checked.format == Some(ImageFormat::Jpeg) {
+        if let Some(prepared) = super::photo::prepare(&checked.bytes, settings) {
+            return Ok(prepared);
+        }
+    }
+    let pixels = decode_checked(&checked, settings)?;
+    let (data, height, width) = preprocess(&pixels, settings)?;
+    Ok((data, height, width, pixels.channels))
+}
+
+fn decode_checked(checked: &Checked<'_>, settings: &ImagePreprocess) -> Result<Pixels, ServeError> {
+    let Checked {
+        bytes,
+        format,
+        width,
+        height,
+    } = checked;
+    let (format, width, height) = (*format, *width, *height);
     if format == Some(ImageFormat::Jpeg) {
-        if let Some(pixels) = decode_jpeg(image_bytes, (width, height), settings) {
+        if let Some(pixels) = decode_jpeg(bytes, (width, height), settings) {
             return Ok(pixels);
         }
     }
-    let mut reader = ImageReader::new(Cursor::new(image_bytes));
+    let mut reader = ImageReader::new(Cursor::new(&bytes[..]));
     if let Some(format) = format {
         reader.set_format(format);
     }
     let mut limits = image::Limits::default();
     // Room for the decoded pixels plus decoder scratch, and no more.
+    let pixels = u64::from(width) * u64::from(height);
     limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
     reader.limits(limits);
     let image = reader.decode().map_err(|error| {
@@ -230,13 +281,13 @@ fn round_half_even(value: f64) -> i64 {
 }
 
 /// Where the resized window lands in the output plane (CenterCrop pads when the crop is larger).
-struct Placement {
-    visible_width: usize,
-    out_width: usize,
-    offset_x: usize,
-    offset_y: usize,
+pub(super) struct Placement {
+    pub(super) visible_width: usize,
+    pub(super) out_width: usize,
+    pub(super) offset_x: usize,
+    pub(super) offset_y: usize,
     /// Part of the plane is padding.
-    padded: bool,
+    pub(super) padded: bool,
 }
 
 /// Writes one channel of the `B`-byte pixels into its plane, normalised. A loop per channel with
@@ -274,20 +325,20 @@ fn normalise_plane<const B: usize>(
 }
 
 /// Where `Resize` + `CenterCrop` put a `width`×`height` image.
-struct Geometry {
-    resized_width: u32,
-    resized_height: u32,
-    out_width: u32,
-    out_height: u32,
+pub(super) struct Geometry {
+    pub(super) resized_width: u32,
+    pub(super) resized_height: u32,
+    pub(super) out_width: u32,
+    pub(super) out_height: u32,
     /// The crop's offset in the resized image (negative: the crop pads).
     left: i64,
     top: i64,
     /// The part of the resized image inside the crop window; the rest of the window is padding.
-    window: Window,
+    pub(super) window: Window,
 }
 
 impl Geometry {
-    fn new(width: u32, height: u32, settings: &ImagePreprocess) -> Geometry {
+    pub(super) fn new(width: u32, height: u32, settings: &ImagePreprocess) -> Geometry {
         let (resized_width, resized_height) = match settings.resize {
             Some(size) => resized_dimensions(width, height, size),
             None => (width, height),
@@ -317,9 +368,26 @@ impl Geometry {
         }
     }
 
-    /// The source pixels the resize reads for the window: all that a decoder must produce.
-    fn source_region(&self, width: u32, height: u32) -> Region {
+    /// Where the window lands in the output planes.
+    pub(super) fn placement(&self) -> Placement {
         let window = self.window;
+        Placement {
+            visible_width: window.x1 - window.x0,
+            out_width: self.out_width as usize,
+            offset_x: (window.x0 as i64 - self.left) as usize,
+            offset_y: (window.y0 as i64 - self.top) as usize,
+            padded: window.x1 - window.x0 != self.out_width as usize
+                || window.y1 - window.y0 != self.out_height as usize,
+        }
+    }
+
+    /// The source pixels the resize reads for the window: all that a decoder must produce.
+    pub(super) fn source_region(&self, width: u32, height: u32) -> Region {
+        self.source_region_of(self.window, width, height)
+    }
+
+    /// The source pixels the resize reads for `window` (part of the geometry's window).
+    pub(super) fn source_region_of(&self, window: Window, width: u32, height: u32) -> Region {
         let (x0, x1) = source_span(
             width as usize,
             self.resized_width as usize,
@@ -341,15 +409,24 @@ pub fn preprocess(
     pixels: &Pixels,
     settings: &ImagePreprocess,
 ) -> Result<(Vec<f32>, u32, u32), ServeError> {
-    let Geometry {
-        resized_width,
-        resized_height,
-        out_width,
-        out_height,
-        left,
-        top,
-        window,
-    } = Geometry::new(pixels.width, pixels.height, settings);
+    let geometry = Geometry::new(pixels.width, pixels.height, settings);
+    let plane = geometry.out_width as usize * geometry.out_height as usize;
+    let mut data = vec![0f32; pixels.channels * plane];
+    let mut targets: Vec<&mut [f32]> = data.chunks_exact_mut(plane.max(1)).collect();
+    fill(pixels, settings, &geometry, geometry.window, &geometry.placement(), &mut targets);
+    Ok((data, geometry.out_height, geometry.out_width))
+}
+
+/// Resizes `window` (rows of the geometry's window) of `pixels` and writes it, normalised, into
+/// one target plane per channel at `placement`.
+pub(super) fn fill(
+    pixels: &Pixels,
+    settings: &ImagePreprocess,
+    geometry: &Geometry,
+    window: Window,
+    placement: &Placement,
+    targets: &mut [&mut [f32]],
+) {
     let channels = pixels.channels;
     let visible = if window.x0 < window.x1 && window.y0 < window.y1 {
         let source = Source {
@@ -361,40 +438,26 @@ pub fn preprocess(
             y0: pixels.y0,
             stride: pixels.stride,
         };
-        resize_view(
-            source,
-            (resized_width as usize, resized_height as usize),
-            window,
-        )
+        let resized = (geometry.resized_width as usize, geometry.resized_height as usize);
+        resize_view(source, resized, window)
     } else {
         Resized {
             data: Vec::new(),
             pixel_bytes: channels,
         }
     };
-    let plane = out_width as usize * out_height as usize;
-    let mut data = vec![0f32; channels * plane];
-    let placement = Placement {
-        visible_width: window.x1 - window.x0,
-        out_width: out_width as usize,
-        offset_x: (window.x0 as i64 - left) as usize,
-        offset_y: (window.y0 as i64 - top) as usize,
-        padded: window.x1 - window.x0 != out_width as usize
-            || window.y1 - window.y0 != out_height as usize,
-    };
-    for (channel, target) in data.chunks_exact_mut(plane.max(1)).enumerate() {
+    for (channel, target) in targets.iter_mut().enumerate() {
         let mean = settings.mean.get(channel).copied().unwrap_or(0.0);
         let std = settings.std.get(channel).copied().unwrap_or(1.0);
         // torchvision: x / 255 (here `scale`), then (x - mean) / std, in float32.
         let normalise = |value: u8| (f32::from(value) * settings.scale - mean) / std;
         match visible.pixel_bytes {
-            1 => normalise_plane::<1>(&visible.data, channel, target, &placement, normalise),
-            3 => normalise_plane::<3>(&visible.data, channel, target, &placement, normalise),
-            4 => normalise_plane::<4>(&visible.data, channel, target, &placement, normalise),
+            1 => normalise_plane::<1>(&visible.data, channel, target, placement, normalise),
+            3 => normalise_plane::<3>(&visible.data, channel, target, placement, normalise),
+            4 => normalise_plane::<4>(&visible.data, channel, target, placement, normalise),
             other => unreachable!("pixels of {other} bytes"),
         }
     }
-    Ok((data, out_height, out_width))
 }
 
 #[cfg(test)]

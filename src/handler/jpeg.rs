@@ -12,6 +12,7 @@
 //! (progressive, arithmetic, CMYK, Adobe RGB, odd sampling) and any corrupt scan is left to the
 //! general decoder ([`Fallback`]).
 
+pub mod coefficients;
 mod color;
 mod entropy;
 mod header;
@@ -19,7 +20,8 @@ mod idct;
 #[cfg(test)]
 mod tests;
 
-use entropy::{BitReader, Corrupt, HuffmanTable};
+pub use coefficients::{Coefficients, Part, Split};
+use entropy::{Corrupt, HuffmanTable};
 use header::{Header, Unsupported};
 
 /// A rectangle of the image, in pixels: columns `x0..x1`, rows `y0..y1`.
@@ -92,38 +94,174 @@ impl Plane {
     }
 }
 
-/// Decodes `region` (clamped to the image) of a JPEG.
-pub fn decode(bytes: &[u8], region: Region) -> Result<Decoded, Fallback> {
-    let header = header::parse(bytes)?;
-    let (width, height) = (header.width, header.height);
-    let region = Region {
-        x0: region.x0.min(width),
-        x1: region.x1.min(width),
-        y0: region.y0.min(height),
-        y1: region.y1.min(height),
-    };
-    let channels = header.components.len();
-    let mut data = vec![0u8; region.x1.saturating_sub(region.x0) * region.y1.saturating_sub(region.y0) * channels];
-    if data.is_empty() {
-        return Ok(Decoded {
-            width,
-            height,
+/// The slot of a block in an MCU: its component and its position in that component's blocks.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    component: usize,
+}
+
+/// The MCU structure of the scan.
+struct Layout {
+    mcus_x: usize,
+    mcus_y: usize,
+    /// The blocks of one MCU, in scan order.
+    slots: Vec<Slot>,
+    /// Each component's first slot.
+    first_slot: Vec<usize>,
+}
+
+/// A JPEG the fast decoder takes, parsed and with its scan unstuffed.
+pub struct Jpeg {
+    header: Header,
+    scan: entropy::Scan,
+    layout: Layout,
+    /// Each component's dequantisation steps.
+    steps: Vec<[i32; 64]>,
+}
+
+impl Jpeg {
+    pub fn open(bytes: &[u8]) -> Result<Jpeg, Fallback> {
+        let header = header::parse(bytes)?;
+        let scan = entropy::unstuff(&bytes[header.scan_start..]);
+        let (max_h, max_v) = (header.max_h(), header.max_v());
+        let mut slots = Vec::new();
+        let mut first_slot = Vec::new();
+        for (component, info) in header.components.iter().enumerate() {
+            first_slot.push(slots.len());
+            slots.extend(std::iter::repeat_n(Slot { component }, info.h * info.v));
+        }
+        let layout = Layout {
+            mcus_x: header.width.div_ceil(8 * max_h),
+            mcus_y: header.height.div_ceil(8 * max_v),
+            slots,
+            first_slot,
+        };
+        let steps = header
+            .components
+            .iter()
+            .map(|component| header.quant[component.quant].map(i32::from))
+            .collect();
+        Ok(Jpeg {
+            header,
+            scan,
+            layout,
+            steps,
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.header.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.header.height
+    }
+
+    pub fn channels(&self) -> usize {
+        self.header.components.len()
+    }
+
+    fn tables(&self, component: usize) -> (&HuffmanTable, &HuffmanTable) {
+        let info = &self.header.components[component];
+        match (
+            &self.header.dc_tables[info.dc_table],
+            &self.header.ac_tables[info.ac_table],
+        ) {
+            (Some(dc), Some(ac)) => (dc, ac),
+            // `header::parse` refuses scans whose tables are missing.
+            _ => unreachable!("a component without its Huffman tables"),
+        }
+    }
+
+    /// `region` clamped to the image.
+    pub fn clamp(&self, region: Region) -> Region {
+        let (width, height) = (self.header.width, self.header.height);
+        Region {
+            x0: region.x0.min(width),
+            x1: region.x1.min(width),
+            y0: region.y0.min(height),
+            y1: region.y1.min(height),
+        }
+    }
+
+    /// Blocks of the scan, from the start, that hold every block `region` needs.
+    pub fn needed_blocks(&self, region: Region) -> usize {
+        let planes = plan(&self.header, self.clamp(region));
+        let mcu_rows = self
+            .header
+            .components
+            .iter()
+            .zip(&planes)
+            .map(|(component, plane)| plane.by1.div_ceil(component.v))
+            .max()
+            .unwrap_or(0);
+        mcu_rows * self.layout.mcus_x * self.layout.slots.len()
+    }
+
+    /// The scan's length in bits, scaled to `blocks` of its blocks.
+    pub fn bits_for(&self, blocks: usize) -> usize {
+        let total = self.layout.mcus_x * self.layout.mcus_y * self.layout.slots.len();
+        let bits = (self.scan.intervals[self.scan.intervals.len() - 1]) * 8;
+        (bits as u128 * blocks as u128 / total.max(1) as u128) as usize
+    }
+
+    /// Transforms and converts `region` (clamped to the image) from decoded coefficients.
+    pub fn render(&self, coefficients: &Coefficients<'_>, region: Region) -> Result<Decoded, Fallback> {
+        let header = &self.header;
+        let region = self.clamp(region);
+        let channels = header.components.len();
+        let columns = region.x1.saturating_sub(region.x0);
+        let mut data = vec![0u8; columns * region.y1.saturating_sub(region.y0) * channels];
+        if !data.is_empty() {
+            let mut planes = plan(header, region);
+            self.transform(coefficients, &mut planes)?;
+            convert(header, &planes, region, &mut data);
+        }
+        Ok(Decoded {
+            width: header.width,
+            height: header.height,
             channels,
             region,
             data,
-        });
+        })
     }
-    let mut planes = plan(&header, region);
-    let scan = entropy::unstuff(&bytes[header.scan_start..]);
-    decode_scan(&header, &scan, &mut planes)?;
-    convert(&header, &planes, region, &mut data);
-    Ok(Decoded {
-        width,
-        height,
-        channels,
-        region,
-        data,
-    })
+
+    /// The inverse DCT of every block inside the planes.
+    fn transform(&self, coefficients: &Coefficients<'_>, planes: &mut [Plane]) -> Result<(), Fallback> {
+        let avx2 = has_avx2();
+        let per_mcu = self.layout.slots.len();
+        let mcus_x = self.layout.mcus_x;
+        for (index, (component, plane)) in self.header.components.iter().zip(planes).enumerate() {
+            let steps = &self.steps[index];
+            for by in plane.by0..plane.by1 {
+                for bx in plane.bx0..plane.bx1 {
+                    let (mcu_x, h) = (bx / component.h, bx % component.h);
+                    let (mcu_y, v) = (by / component.v, by % component.v);
+                    let slot = self.layout.first_slot[index] + v * component.h + h;
+                    let at = (mcu_y * mcus_x + mcu_x) * per_mcu + slot;
+                    let (block, last, dc_offset) =
+                        coefficients.block(at, slot).ok_or(Fallback::Corrupt)?;
+                    let start = (by - plane.by0) * 8 * plane.stride + (bx - plane.bx0) * 8;
+                    let out = &mut plane.data[start..];
+                    if dc_offset == 0 {
+                        transform(block, usize::from(last), steps, out, plane.stride, avx2);
+                    } else {
+                        let mut shifted = *block;
+                        shifted[0] = shifted[0].wrapping_add(dc_offset);
+                        transform(&shifted, usize::from(last), steps, out, plane.stride, avx2);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes `region` (clamped to the image) of a JPEG on this thread.
+pub fn decode(bytes: &[u8], region: Region) -> Result<Decoded, Fallback> {
+    let jpeg = Jpeg::open(bytes)?;
+    let part = coefficients::serial(&jpeg, jpeg.needed_blocks(region))?;
+    jpeg.render(&coefficients::whole(&part), region)
 }
 
 /// The blocks of each component that `region` needs: its own, plus one sample around for
@@ -140,6 +278,9 @@ fn plan(header: &Header, region: Region) -> Vec<Plane> {
         .map(|component| {
             let (h, v) = (component.h, component.v);
             let span = |low: usize, high: usize, factor: usize, max: usize, blocks: usize| {
+                if low >= high {
+                    return (0, 0);
+                }
                 let margin = usize::from(factor < max);
                 let first = (low * factor / max).saturating_sub(margin) / 8;
                 let last = ((high * factor).div_ceil(max) + margin).div_ceil(8);
@@ -160,89 +301,6 @@ fn plan(header: &Header, region: Region) -> Vec<Plane> {
             }
         })
         .collect()
-}
-
-/// Dequantisation steps as the IDCT multiplies by them.
-fn steps(table: &[u16; 64]) -> [i32; 64] {
-    table.map(i32::from)
-}
-
-/// Walks the scan up to the last MCU row any plane needs, transforming the blocks inside the
-/// planes.
-#[inline(never)]
-fn decode_scan(
-    header: &Header,
-    scan: &entropy::Scan,
-    planes: &mut [Plane],
-) -> Result<(), Fallback> {
-    let mcus_x = header.width.div_ceil(8 * header.max_h());
-    let last_row = header
-        .components
-        .iter()
-        .zip(planes.iter())
-        .map(|(component, plane)| plane.by1.div_ceil(component.v))
-        .max()
-        .unwrap_or(0);
-    let mut tables: Vec<(&HuffmanTable, &HuffmanTable, [i32; 64])> = Vec::new();
-    for component in &header.components {
-        // `parse` checked that every table a component names exists.
-        let dc = header.dc_tables[component.dc_table].as_ref().ok_or(Corrupt)?;
-        let ac = header.ac_tables[component.ac_table].as_ref().ok_or(Corrupt)?;
-        tables.push((dc, ac, steps(&header.quant[component.quant])));
-    }
-    let avx2 = has_avx2();
-    let mut predictions = [0i32; 3];
-    let mut interval = 0;
-    let mut reader = BitReader::new(&scan.data, scan.intervals[0]);
-    let mut coefficients = [0i16; 64];
-    let mut mcu = 0;
-    for mcu_y in 0..last_row {
-        for mcu_x in 0..mcus_x {
-            if header.restart_interval > 0 && mcu > 0 && mcu % header.restart_interval == 0 {
-                // The interval must end where its bytes do, and the last entry of `intervals`
-                // is the scan's end, not an interval's start.
-                if reader.bit_position() > scan.intervals[interval + 1] * 8
-                    || interval + 2 >= scan.intervals.len()
-                {
-                    return Err(Fallback::Corrupt);
-                }
-                interval += 1;
-                reader = BitReader::new(&scan.data, scan.intervals[interval]);
-                predictions = [0; 3];
-            }
-            mcu += 1;
-            for (index, component) in header.components.iter().enumerate() {
-                let (dc, ac, steps) = &tables[index];
-                let plane = &mut planes[index];
-                for v in 0..component.v {
-                    for h in 0..component.h {
-                        let last = reader.block(
-                            dc,
-                            ac,
-                            &mut predictions[index],
-                            &mut coefficients,
-                        )?;
-                        let (bx, by) = (mcu_x * component.h + h, mcu_y * component.v + v);
-                        if (plane.bx0..plane.bx1).contains(&bx)
-                            && (plane.by0..plane.by1).contains(&by)
-                        {
-                            let start =
-                                (by - plane.by0) * 8 * plane.stride + (bx - plane.bx0) * 8;
-                            let out = &mut plane.data[start..];
-                            transform(&coefficients, last, steps, out, plane.stride, avx2);
-                        }
-                        coefficients = [0; 64];
-                    }
-                }
-            }
-        }
-    }
-    if reader.bit_position() > (scan.intervals[interval + 1]) * 8 {
-        // Read past the end of the interval's bytes: the file lacks data libjpeg would have
-        // padded with zeros, with a warning.
-        return Err(Fallback::Corrupt);
-    }
-    Ok(())
 }
 
 fn has_avx2() -> bool {

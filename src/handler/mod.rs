@@ -6,6 +6,7 @@
 //!
 //! - `image`: decode, resize, crop, normalise (shared by the three vision handlers).
 //! - `jpeg`: baseline JPEGs decoded to libjpeg-turbo's exact pixels, only where they are read.
+//! - `photo`: a JPEG's decode and pre-processing fused, on two threads when a core is idle.
 //! - `resample`: Pillow's exact antialiased bilinear resize, fused with the crop.
 //! - `classifier`: softmax, top-k `{label: prob}` or the best index.
 //! - `segmenter`: per-pixel `[class, prob]`.
@@ -16,6 +17,7 @@ mod classifier;
 mod detector;
 pub mod image;
 mod jpeg;
+mod photo;
 mod resample;
 mod segmenter;
 mod tensor;
@@ -154,9 +156,8 @@ impl Handler {
                 let settings = self.config.image.as_ref().ok_or_else(|| {
                     ServeError::Internal("image handler without image settings".into())
                 })?;
-                let pixels = image::decode(&item.bytes, settings, self.limit_pixels)?;
-                let (data, height, width) = image::preprocess(&pixels, settings)?;
-                let channels = pixels.channels;
+                let (data, height, width, channels) =
+                    image::prepare(&item.bytes, settings, self.limit_pixels)?;
                 let mut shape = vec![channels, height as usize, width as usize];
                 if self.input.shape.len() == 4 {
                     shape.insert(0, 1);

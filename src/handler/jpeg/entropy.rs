@@ -12,14 +12,20 @@ use super::header::ZIGZAG;
 /// Lookahead bits of the lookup tables.
 const FAST_BITS: u32 = 9;
 
+/// The run an end of block takes: past any coefficient index, so that `k` tells after the loop
+/// that the block ended there (`k - END_RUN - 1` is then the index before the end).
+const END_RUN: u32 = 96;
+
 /// A Huffman table with its lookup tables.
 #[derive(Debug, Clone)]
 pub struct HuffmanTable {
     /// By the next `FAST_BITS` bits: `length << 8 | symbol`, or 0 for longer codes.
-    lookup: Vec<u16>,
+    lookup: [u16; 1 << FAST_BITS],
     /// AC tables only, by the next `FAST_BITS` bits: `value << 16 | run << 8 | bits used` for a
-    /// code plus its value bits that fit in the lookahead (0 otherwise).
-    fast_ac: Vec<i32>,
+    /// code plus its value bits that fit in the lookahead (0 otherwise). The end of block is a
+    /// run of [`END_RUN`] (out of the block) and sixteen zeros a run of 15 then a zero: both
+    /// store a zero where no coefficient has been written yet, so one path takes them all.
+    fast_ac: [i32; 1 << FAST_BITS],
     /// The largest code of each length (index 1..=16), -1 where there is none.
     max_code: [i32; 18],
     /// Added to a code of each length to index `symbols`.
@@ -30,7 +36,7 @@ pub struct HuffmanTable {
 impl HuffmanTable {
     /// Builds the canonical codes of a DHT table; `None` when the counts overflow the code space.
     pub fn new(counts: &[u8; 16], symbols: &[u8], dc: bool) -> Option<HuffmanTable> {
-        let mut lookup = vec![0u16; 1 << FAST_BITS];
+        let mut lookup = [0u16; 1 << FAST_BITS];
         let mut max_code = [-1i32; 18];
         let mut offset = [0i32; 17];
         let mut code: i32 = 0;
@@ -62,9 +68,8 @@ impl HuffmanTable {
                 }
             }
         }
-        let mut fast_ac = Vec::new();
+        let mut fast_ac = [0i32; 1 << FAST_BITS];
         if !dc {
-            fast_ac = vec![0i32; 1 << FAST_BITS];
             for (peek, slot) in fast_ac.iter_mut().enumerate() {
                 let entry = lookup[peek];
                 if entry == 0 {
@@ -72,12 +77,17 @@ impl HuffmanTable {
                 }
                 let length = u32::from(entry >> 8);
                 let (run, size) = (u32::from(entry & 0xFF) >> 4, u32::from(entry & 15));
-                if size == 0 || length + size > FAST_BITS {
-                    continue;
-                }
-                let raw = ((peek as u32) >> (FAST_BITS - length - size)) & ((1 << size) - 1);
-                let value = extend(raw, size);
-                *slot = value << 16 | (run << 8 | (length + size)) as i32;
+                *slot = match (run, size) {
+                    (0, 0) => (END_RUN << 8 | length) as i32,
+                    (15, 0) => (15 << 8 | length) as i32,
+                    (_, 0) => continue,
+                    _ if length + size > FAST_BITS => continue,
+                    _ => {
+                        let raw =
+                            ((peek as u32) >> (FAST_BITS - length - size)) & ((1 << size) - 1);
+                        extend(raw, size) << 16 | (run << 8 | (length + size)) as i32
+                    }
+                };
             }
         }
         Some(HuffmanTable {
@@ -225,8 +235,8 @@ impl<'a> BitReader<'a> {
         Err(Corrupt)
     }
 
-    /// Decodes one block into `block` (natural order, zeroed by the caller) and returns the
-    /// highest zigzag index written (0: only the DC coefficient).
+    /// Decodes one block into `block` (natural order, zeroed by the caller) and returns an
+    /// index at or past its highest nonzero zigzag index (0: only the DC coefficient).
     #[inline(always)]
     pub fn block(
         &mut self,
@@ -247,35 +257,33 @@ impl<'a> BitReader<'a> {
             *prediction = prediction.wrapping_add(extend(raw, size));
         }
         block[0] = *prediction as i16;
-        let mut last = 0;
         let mut k = 1;
         while k < 64 {
             if self.count < 32 {
                 self.refill();
             }
             let fast = ac.fast_ac[(self.bits >> (64 - FAST_BITS)) as usize];
-            if fast != 0 {
+            let (run, value) = if fast != 0 {
                 self.consume((fast & 0xFF) as u32);
-                k += ((fast >> 8) & 0xFF) as usize;
-                block[usize::from(ZIGZAG[k])] = (fast >> 16) as i16;
-                last = k;
-                k += 1;
-                continue;
-            }
-            let symbol = self.symbol(ac)?;
-            let (run, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
-            if size > 0 {
-                k += run;
-                let raw = self.take(size);
-                block[usize::from(ZIGZAG[k])] = extend(raw, size) as i16;
-                last = k;
-                k += 1;
-            } else if run == 15 {
-                k += 16;
+                (((fast >> 8) & 0xFF) as usize, (fast >> 16) as i16)
             } else {
-                break;
-            }
+                let symbol = self.symbol(ac)?;
+                let (run, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
+                match (run, size) {
+                    (15, 0) => (15, 0),
+                    // libjpeg ends the block on any other run without a value.
+                    (_, 0) => (END_RUN as usize, 0),
+                    _ => (run, extend(self.take(size), size) as i16),
+                }
+            };
+            k += run;
+            block[usize::from(ZIGZAG[k])] = value;
+            k += 1;
         }
-        Ok(last.min(63))
+        Ok(if k > END_RUN as usize {
+            k - END_RUN as usize - 2
+        } else {
+            63
+        })
     }
 }

@@ -52,14 +52,25 @@ impl Header {
 }
 
 /// The zigzag order: `ZIGZAG[k]` is the natural index of the k-th coefficient in the stream.
-/// Padded with 63s as libjpeg's `jpeg_natural_order` is, so that a corrupt run past the end
-/// lands on the last coefficient instead of out of bounds.
-pub const ZIGZAG: [u8; 64 + 16] = [
-    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
-    20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58,
-    59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63,
-    63, 63, 63, 63, 63, 63, 63, 63,
-];
+/// Padded with 63s, as libjpeg's `jpeg_natural_order` is, so that a corrupt run past the end
+/// lands on the last coefficient instead of out of bounds, and far enough for the entropy
+/// decoder's end-of-block run (see `entropy`).
+pub const ZIGZAG: [u8; 64 + 96 + 16] = zigzag();
+
+const fn zigzag() -> [u8; 64 + 96 + 16] {
+    const ORDER: [u8; 64] = [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34,
+        27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44,
+        51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    ];
+    let mut table = [63u8; 64 + 96 + 16];
+    let mut index = 0;
+    while index < 64 {
+        table[index] = ORDER[index];
+        index += 1;
+    }
+    table
+}
 
 struct Reader<'a> {
     bytes: &'a [u8],

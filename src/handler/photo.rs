@@ -1,0 +1,238 @@
+//! A JPEG photo from bytes to the normalised tensor, fused: the fast decoder (`jpeg`) decodes
+//! only the pixels the resize reads, and when a core is idle the work is shared by two threads.
+//!
+//! Why two threads for one image: a lone request's latency is its pre-processing plus its
+//! inference, and on a small machine decoding a photo costs as much as a small model's run. The
+//! split: both threads decode half of the entropy-coded data (see `jpeg::coefficients`), then
+//! each transforms, converts, resizes and normalises the source rows of its half of the output
+//! rows (a few rows around the middle are transformed by both). One scoped helper thread, two
+//! hand-offs (the two halves of coefficients), no locks. Under load, when every core has work,
+//! one thread does it all: splitting would only add the hand-offs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
+
+use super::image::{fill, Geometry, Pixels, Placement};
+use super::jpeg::{coefficients, Coefficients, Decoded, Jpeg, Part, Split};
+use super::resample::Window;
+
+/// Scan blocks below which one thread is quicker than two (the hand-offs cost ~0.1 ms).
+const MIN_SPLIT_BLOCKS: usize = 3000;
+
+/// Photos being pre-processed now, across the server.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+struct Active;
+
+impl Active {
+    fn start() -> Active {
+        ACTIVE.fetch_add(1, Ordering::Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The tensor (`[C, H, W]` data, H, W, C) of a JPEG the fast decoder takes, or `None` for the
+/// general path (another layout, a corrupt scan, a crop that pads).
+pub fn prepare(bytes: &[u8], settings: &ImagePreprocess) -> Option<(Vec<f32>, u32, u32, usize)> {
+    let _active = Active::start();
+    prepare_on(bytes, settings, crate::cores::spare(ACTIVE.load(Ordering::Relaxed)))
+}
+
+/// [`prepare`], on two threads when `two` allows it.
+fn prepare_on(
+    bytes: &[u8],
+    settings: &ImagePreprocess,
+    two: bool,
+) -> Option<(Vec<f32>, u32, u32, usize)> {
+    let jpeg = Jpeg::open(bytes).ok()?;
+    let channels = jpeg.channels();
+    let wanted = match settings.color {
+        ColorMode::Rgb => 3,
+        ColorMode::Gray => 1,
+    };
+    if channels != wanted {
+        return None;
+    }
+    let (width, height) = (jpeg.width() as u32, jpeg.height() as u32);
+    let geometry = Geometry::new(width, height, settings);
+    let placement = geometry.placement();
+    let window = geometry.window;
+    if placement.padded || window.x0 >= window.x1 || window.y0 >= window.y1 {
+        return None;
+    }
+    let plane = geometry.out_width as usize * geometry.out_height as usize;
+    let mut data = vec![0f32; channels * plane];
+    let region = geometry.source_region(width, height);
+    let needed = jpeg.needed_blocks(region);
+    let two = two && needed >= MIN_SPLIT_BLOCKS && window.y1 - window.y0 >= 16;
+    let split = two.then(|| Split::new(&jpeg, needed, jpeg.bits_for(needed))).flatten();
+    let mut targets: Vec<&mut [f32]> = data.chunks_exact_mut(plane).collect();
+    let half = Half {
+        jpeg: &jpeg,
+        geometry: &geometry,
+        settings,
+    };
+    match split {
+        None => {
+            let part = coefficients::serial(&jpeg, needed).ok()?;
+            half.render(&coefficients::whole(&part), window, &mut targets)?;
+        }
+        Some(split) => {
+            let middle = window.y0 + (window.y1 - window.y0) / 2;
+            let top = Window {
+                y1: middle,
+                ..window
+            };
+            let bottom = Window {
+                y0: middle,
+                ..window
+            };
+            let at = (middle - window.y0) * geometry.out_width as usize;
+            let (mut tops, mut bottoms): (Vec<_>, Vec<_>) =
+                targets.into_iter().map(|target| target.split_at_mut(at)).unzip();
+            two_threads(&half, &split, needed, (top, &mut tops), (bottom, &mut bottoms))?;
+        }
+    }
+    Some((data, geometry.out_height, geometry.out_width, channels))
+}
+
+/// What both threads render from.
+struct Half<'a> {
+    jpeg: &'a Jpeg,
+    geometry: &'a Geometry,
+    settings: &'a ImagePreprocess,
+}
+
+impl Half<'_> {
+    /// Rows `window` of the output, into `targets` (one per channel, those rows only).
+    fn render(
+        &self,
+        coefficients: &Coefficients<'_>,
+        window: Window,
+        targets: &mut [&mut [f32]],
+    ) -> Option<()> {
+        let (width, height) = (self.jpeg.width() as u32, self.jpeg.height() as u32);
+        let region = self.geometry.source_region_of(window, width, height);
+        let decoded = self.jpeg.render(coefficients, region).ok()?;
+        let pixels = pixels(decoded);
+        let placement = Placement {
+            visible_width: window.x1 - window.x0,
+            out_width: self.geometry.out_width as usize,
+            offset_x: 0,
+            offset_y: 0,
+            padded: false,
+        };
+        fill(&pixels, self.settings, self.geometry, window, &placement, targets);
+        Some(())
+    }
+}
+
+fn pixels(decoded: Decoded) -> Pixels {
+    Pixels {
+        width: decoded.width as u32,
+        height: decoded.height as u32,
+        channels: decoded.channels,
+        x0: decoded.region.x0,
+        y0: decoded.region.y0,
+        stride: decoded.region.x1 - decoded.region.x0,
+        data: decoded.data,
+    }
+}
+
+/// Spins (yielding now and then) until the other thread has set `slot`.
+fn wait<T>(slot: &OnceLock<T>) -> &T {
+    let mut spins = 0u32;
+    loop {
+        if let Some(value) = slot.get() {
+            return value;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The head and the top rows here, the tail and the bottom rows on one of rayon's threads.
+fn two_threads(
+    half: &Half<'_>,
+    split: &Split,
+    needed: usize,
+    (top, tops): (Window, &mut [&mut [f32]]),
+    (bottom, bottoms): (Window, &mut [&mut [f32]]),
+) -> Option<()> {
+    let jpeg = half.jpeg;
+    let heads: OnceLock<Option<Part>> = OnceLock::new();
+    let tails: OnceLock<Part> = OnceLock::new();
+    let helped: OnceLock<Option<()>> = OnceLock::new();
+    rayon::in_place_scope(|scope| {
+        let (heads, tails, helped) = (&heads, &tails, &helped);
+        scope.spawn(move |_| {
+            let _ = tails.set(coefficients::tail(jpeg, split));
+            let rendered = (|| {
+                let head = wait(heads).as_ref()?;
+                let coefficients = coefficients::join(jpeg, split, head, wait(tails)).ok()?;
+                half.render(&coefficients, bottom, bottoms)
+            })();
+            let _ = helped.set(rendered);
+        });
+        let head = coefficients::head(jpeg, needed, Some(split)).ok();
+        if head.is_none() {
+            split.abandon();
+        }
+        let _ = heads.set(head);
+        let head = wait(heads).as_ref()?;
+        let coefficients = coefficients::join(jpeg, split, head, wait(tails)).ok()?;
+        half.render(&coefficients, top, tops)
+    })
+    .and_then(|()| *wait(&helped))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::handler::image;
+
+    /// One thread or two, the tensor is the one `decode` + `preprocess` give.
+    #[test]
+    fn two_threads_give_the_serial_tensor() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = ::image::open(root.join("tests/fixtures/chelsea.png")).unwrap();
+        let resized = source
+            .resize_exact(720, 720, ::image::imageops::FilterType::Triangle)
+            .into_rgb8();
+        let mut large = Vec::new();
+        ::image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::Cursor::new(&mut large), 90)
+            .encode_image(&resized)
+            .unwrap();
+        let chelsea = std::fs::read(root.join("tests/fixtures/chelsea.jpg")).unwrap();
+        let mut settings = oxserve_archiver::HandlerConfig::builtin("image_classifier")
+            .and_then(|config| config.image)
+            .unwrap();
+        for bytes in [&large, &chelsea] {
+            for (resize, crop) in [(Some(256), Some(224)), (Some(200), None), (None, Some(160))] {
+                settings.resize = resize;
+                settings.center_crop = crop;
+                let pixels = image::decode(bytes, &settings, true).unwrap();
+                let (expected, height, width) = image::preprocess(&pixels, &settings).unwrap();
+                for two in [false, true] {
+                    let (data, h, w, channels) = prepare_on(bytes, &settings, two).unwrap();
+                    assert_eq!((h, w, channels), (height, width, 3));
+                    assert!(data == expected, "{resize:?}/{crop:?}, two threads: {two}");
+                }
+            }
+        }
+    }
+}
