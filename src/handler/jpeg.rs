@@ -17,6 +17,7 @@ mod color;
 mod entropy;
 mod header;
 mod idct;
+pub mod scratch;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +81,12 @@ struct Plane {
     /// Real (not padding) samples across and down (libjpeg's `downsampled_width/height`).
     samples_x: usize,
     samples_y: usize,
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        scratch::give_bytes(std::mem::take(&mut self.data));
+    }
 }
 
 impl Plane {
@@ -211,7 +218,8 @@ impl Jpeg {
         let region = self.clamp(region);
         let channels = header.components.len();
         let columns = region.x1.saturating_sub(region.x0);
-        let mut data = vec![0u8; columns * region.y1.saturating_sub(region.y0) * channels];
+        // Every byte is written below.
+        let mut data = scratch::bytes(columns * region.y1.saturating_sub(region.y0) * channels);
         if !data.is_empty() {
             let mut planes = plan(header, region);
             self.transform(coefficients, &mut planes)?;
@@ -290,7 +298,8 @@ fn plan(header: &Header, region: Region) -> Vec<Plane> {
             let (by0, by1) = span(region.y0, region.y1, v, max_v, mcus_y * v);
             let stride = (bx1 - bx0) * 8;
             Plane {
-                data: vec![0u8; stride * (by1 - by0) * 8],
+                // Every block of the plane is transformed into it.
+                data: scratch::bytes(stride * (by1 - by0) * 8),
                 stride,
                 bx0,
                 bx1,

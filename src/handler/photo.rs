@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
 use super::image::{fill, Geometry, Pixels, Placement};
-use super::jpeg::{coefficients, Coefficients, Decoded, Jpeg, Part, Split};
+use super::jpeg::{self, coefficients, Coefficients, Decoded, Jpeg, Part, Split};
 use super::resample::Window;
 
 /// Scan blocks below which one thread is quicker than two (the hand-offs cost ~0.1 ms).
@@ -131,6 +131,7 @@ impl Half<'_> {
             padded: false,
         };
         fill(&pixels, self.settings, self.geometry, window, &placement, targets);
+        jpeg::scratch::give_bytes(pixels.data);
         Some(())
     }
 }

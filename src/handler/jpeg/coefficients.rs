@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::entropy::{BitReader, Corrupt, Scan};
-use super::{Fallback, Jpeg};
+use super::{scratch, Fallback, Jpeg};
 
 /// Decoded blocks in scan order, with each one's highest zigzag index (0: DC only).
 #[derive(Default)]
@@ -31,9 +31,11 @@ pub struct Part {
 
 impl Part {
     fn with_capacity(blocks: usize) -> Part {
+        let mut last = scratch::bytes(blocks);
+        last.clear();
         Part {
-            blocks: Vec::with_capacity(blocks),
-            last: Vec::with_capacity(blocks),
+            blocks: scratch::blocks(blocks),
+            last,
             predictions: [0; 3],
             restarts: Vec::new(),
         }
@@ -42,6 +44,13 @@ impl Part {
     fn push(&mut self, block: &[i16; 64], last: usize) {
         self.blocks.push(*block);
         self.last.push(last as u8);
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        scratch::give_blocks(std::mem::take(&mut self.blocks));
+        scratch::give_bytes(std::mem::take(&mut self.last));
     }
 }
 

@@ -94,6 +94,38 @@ pub fn butterfly<T: Lane>(x: [T; 8]) -> [T; 8] {
     ]
 }
 
+/// [`butterfly`] of `[x0, x1, x2, x3, 0, 0, 0, 0]`, with the products of the zeros left out:
+/// the same integers (the terms dropped are zero; the rest is regrouped exactly, in wrapping
+/// arithmetic too). Most blocks of a photo have no coefficient outside their top-left 4×4.
+#[inline(always)]
+pub fn butterfly4<T: Lane>(x: [T; 4]) -> [T; 8] {
+    let tmp2 = x[2].mul(FIX_0_541196100);
+    let tmp3 = x[2].mul(FIX_0_541196100 + FIX_0_765366865);
+    let tmp0 = x[0].shl_const();
+    let (tmp10, tmp13) = (tmp0.add(tmp3), tmp0.sub(tmp3));
+    let (tmp11, tmp12) = (tmp0.add(tmp2), tmp0.sub(tmp2));
+    let (o2, o3) = (x[3], x[1]);
+    let z5 = o2.add(o3).mul(FIX_1_175875602);
+    let z1 = o3.mul(-FIX_0_899976223);
+    let z2 = o2.mul(-FIX_2_562915447);
+    let z3 = o2.mul(-FIX_1_961570560).add(z5);
+    let z4 = o3.mul(-FIX_0_390180644).add(z5);
+    let o0 = z1.add(z3);
+    let o1 = z2.add(z4);
+    let o2 = o2.mul(FIX_3_072711026).add(z2).add(z3);
+    let o3 = o3.mul(FIX_1_501321110).add(z1).add(z4);
+    [
+        tmp10.add(o3),
+        tmp11.add(o2),
+        tmp12.add(o1),
+        tmp13.add(o0),
+        tmp13.sub(o0),
+        tmp12.sub(o1),
+        tmp11.sub(o2),
+        tmp10.sub(o3),
+    ]
+}
+
 /// Fractional bits dropped after the column pass, with rounding.
 pub const PASS1_SHIFT: u32 = CONST_BITS - PASS1_BITS;
 /// Fractional bits dropped after the row pass (the extra 3: the 2-D DCT's scale of 8).
@@ -136,3 +168,28 @@ pub fn flat(dc: i16, quant0: i32, out: &mut [u8], stride: usize) {
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sparse_butterfly_is_the_full_one_with_zeros() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        for _ in 0..100_000 {
+            let x: [i32; 4] = std::array::from_fn(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                // Small values like real blocks', and any value (wrapping) now and then.
+                if state % 8 == 0 {
+                    state as i32
+                } else {
+                    (state % 8192) as i32 - 4096
+                }
+            });
+            let full = butterfly([x[0], x[1], x[2], x[3], 0, 0, 0, 0]);
+            assert_eq!(butterfly4(x), full, "{x:?}");
+        }
+    }
+}

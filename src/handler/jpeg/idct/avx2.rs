@@ -3,14 +3,16 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256i, _mm256_add_epi32, _mm256_cvtepi16_epi32, _mm256_loadu_si256, _mm256_mullo_epi32,
+    __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_or_si256, _mm256_set_m128i,
+    _mm256_testz_si256, _mm_add_epi32, _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_mullo_epi32,
+    _mm_set1_epi32, _mm_slli_epi32, _mm_srai_epi32, _mm_sub_epi32, _mm256_setr_epi16, _mm256_cvtepi16_epi32, _mm256_loadu_si256, _mm256_mullo_epi32,
     _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
     _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_slli_epi32,
     _mm256_srai_epi32, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_unpackhi_epi32,
     _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_loadu_si128,
 };
 
-use super::{butterfly, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
+use super::{butterfly, butterfly4, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
 
 #[derive(Clone, Copy)]
 struct V(__m256i);
@@ -32,6 +34,30 @@ impl Lane for V {
     #[inline(always)]
     fn shl_const(self) -> Self {
         V(unsafe { _mm256_slli_epi32::<{ CONST_BITS as i32 }>(self.0) })
+    }
+}
+
+/// Four 32-bit lanes: the sparse first pass, over the four columns that hold coefficients.
+#[derive(Clone, Copy)]
+struct V4(__m128i);
+
+// SAFETY (every method): as for `V`.
+impl Lane for V4 {
+    #[inline(always)]
+    fn add(self, other: Self) -> Self {
+        V4(unsafe { _mm_add_epi32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        V4(unsafe { _mm_sub_epi32(self.0, other.0) })
+    }
+    #[inline(always)]
+    fn mul(self, constant: i32) -> Self {
+        V4(unsafe { _mm_mullo_epi32(self.0, _mm_set1_epi32(constant)) })
+    }
+    #[inline(always)]
+    fn shl_const(self) -> Self {
+        V4(unsafe { _mm_slli_epi32::<{ CONST_BITS as i32 }>(self.0) })
     }
 }
 
@@ -75,6 +101,23 @@ unsafe fn descale<const BITS: i32>(value: V) -> V {
 #[target_feature(enable = "avx2")]
 pub unsafe fn idct(block: &[i16; 64], quant: &[i32; 64], out: &mut [u8], stride: usize) {
     assert!(out.len() >= 7 * stride + 8, "room for the 8x8 block");
+    // Rows 4-7, and columns 4-7 of rows 0-3, all zero: the sparse passes.
+    let load = |at: usize| unsafe { _mm256_loadu_si256(block.as_ptr().add(at).cast()) };
+    let bottom = _mm256_or_si256(load(32), load(48));
+    let right = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
+    let top_right = _mm256_and_si256(_mm256_or_si256(load(0), load(16)), right);
+    let columns = if _mm256_testz_si256(_mm256_or_si256(bottom, top_right), _mm256_or_si256(bottom, top_right)) == 1 {
+        sparse_columns(block, quant)
+    } else {
+        dense_columns(block, quant)
+    };
+    store(columns, out, stride);
+}
+
+/// Both passes of a block with coefficients anywhere: the row pass's outputs, one vector per
+/// column (lanes are rows).
+#[inline(always)]
+unsafe fn dense_columns(block: &[i16; 64], quant: &[i32; 64]) -> [V; 8] {
     let rows: [V; 8] = std::array::from_fn(|row| {
         // SAFETY: row * 8 + 8 <= 64 for both arrays.
         unsafe {
@@ -86,7 +129,52 @@ pub unsafe fn idct(block: &[i16; 64], quant: &[i32; 64], out: &mut [u8], stride:
         }
     });
     let workspace = butterfly(rows).map(|value| unsafe { descale::<{ PASS1_SHIFT as i32 }>(value) });
-    let columns = butterfly(transpose(workspace));
+    butterfly(transpose(workspace))
+}
+
+/// Both passes of a block whose coefficients are all in its top-left 4×4: the first pass over
+/// four columns (128-bit lanes), the second with four inputs.
+#[inline(always)]
+unsafe fn sparse_columns(block: &[i16; 64], quant: &[i32; 64]) -> [V; 8] {
+    let rows: [V4; 4] = std::array::from_fn(|row| {
+        // SAFETY: row * 8 + 4 <= 64 for both arrays.
+        unsafe {
+            let coefficients = _mm_cvtepi16_epi32(_mm_loadl_epi64(block.as_ptr().add(row * 8).cast()));
+            let steps = _mm_loadu_si128(quant.as_ptr().add(row * 8).cast());
+            V4(_mm_mullo_epi32(coefficients, steps))
+        }
+    });
+    let workspace = butterfly4(rows).map(|value| {
+        // SAFETY: AVX2 (and so SSE2) is enabled in this function's callers.
+        unsafe {
+            V4(_mm_srai_epi32::<{ PASS1_SHIFT as i32 }>(_mm_add_epi32(
+                value.0,
+                _mm_set1_epi32(1 << (PASS1_SHIFT - 1)),
+            )))
+        }
+    });
+    // Rows r and r + 4 side by side, then a 4×4 transposition in each half: the four columns,
+    // all eight rows each.
+    let [w0, w1, w2, w3, w4, w5, w6, w7] = workspace.map(|value| value.0);
+    let (a, b, c, d) = (
+        _mm256_set_m128i(w4, w0),
+        _mm256_set_m128i(w5, w1),
+        _mm256_set_m128i(w6, w2),
+        _mm256_set_m128i(w7, w3),
+    );
+    let (t0, t1) = (_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+    let (t2, t3) = (_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+    butterfly4([
+        V(_mm256_unpacklo_epi64(t0, t2)),
+        V(_mm256_unpackhi_epi64(t0, t2)),
+        V(_mm256_unpacklo_epi64(t1, t3)),
+        V(_mm256_unpackhi_epi64(t1, t3)),
+    ])
+}
+
+/// Descales the row pass's outputs, range-limits them and writes the 8×8 pixels.
+#[inline(always)]
+unsafe fn store(columns: [V; 8], out: &mut [u8], stride: usize) {
     let pixels = transpose(columns.map(|value| unsafe {
         let value = descale::<{ PASS2_SHIFT as i32 }>(value).0;
         // libjpeg's range limit: the value modulo 1024 as a signed 10-bit number, plus 128;

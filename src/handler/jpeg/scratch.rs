@@ -1,0 +1,70 @@
+//! Buffers kept per thread between images. A photo's coefficient blocks, planes and pixels take
+//! a few MiB; allocated afresh, each is a new mapping from the kernel, zeroed page by page and unmapped
+//! again on free (glibc maps large blocks), and those page faults cost more than the decoding
+//! they serve. Reused, they cost nothing. What a buffer held before is overwritten by whoever
+//! takes it (every plane and pixel is written), so it is never cleared.
+
+use std::cell::RefCell;
+
+/// Buffers kept per thread, per kind, and the largest kept: an unusually large image's
+/// buffers are freed, not kept.
+const KEPT: usize = 4;
+const LARGEST: usize = 16 << 20;
+
+thread_local! {
+    static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static BLOCKS: RefCell<Vec<Vec<[i16; 64]>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` bytes whose contents are unspecified (old pixels, or zeros).
+pub fn bytes(len: usize) -> Vec<u8> {
+    let mut buffer = BYTES
+        .with(|kept| take(&mut kept.borrow_mut(), len))
+        .unwrap_or_default();
+    buffer.truncate(len);
+    buffer.resize(len, 0);
+    buffer
+}
+
+/// An empty buffer with room for `capacity` coefficient blocks.
+pub fn blocks(capacity: usize) -> Vec<[i16; 64]> {
+    let mut buffer = BLOCKS
+        .with(|kept| take(&mut kept.borrow_mut(), capacity))
+        .unwrap_or_default();
+    buffer.clear();
+    buffer.reserve(capacity);
+    buffer
+}
+
+/// The kept buffer that fits `len` best: the smallest large enough, else the largest.
+fn take<T>(kept: &mut Vec<Vec<T>>, len: usize) -> Option<Vec<T>> {
+    let best = (0..kept.len()).min_by_key(|&index| {
+        let capacity = kept[index].capacity();
+        (capacity < len, if capacity >= len { capacity } else { usize::MAX - capacity })
+    })?;
+    Some(kept.swap_remove(best))
+}
+
+fn keep<T>(kept: &mut Vec<Vec<T>>, buffer: Vec<T>) {
+    if buffer.capacity() * std::mem::size_of::<T>() > LARGEST || buffer.capacity() == 0 {
+        return;
+    }
+    if kept.len() >= KEPT {
+        // Drop the smallest: the larger one serves more images.
+        if let Some(smallest) = (0..kept.len()).min_by_key(|&index| kept[index].capacity()) {
+            if kept[smallest].capacity() >= buffer.capacity() {
+                return;
+            }
+            kept.swap_remove(smallest);
+        }
+    }
+    kept.push(buffer);
+}
+
+pub fn give_bytes(buffer: Vec<u8>) {
+    let _ = BYTES.try_with(|kept| keep(&mut kept.borrow_mut(), buffer));
+}
+
+pub fn give_blocks(buffer: Vec<[i16; 64]>) {
+    let _ = BLOCKS.try_with(|kept| keep(&mut kept.borrow_mut(), buffer));
+}
