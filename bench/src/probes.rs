@@ -13,17 +13,22 @@ use crate::models::Model;
 use crate::report::{self, Latency};
 use crate::server::{free_ports, http_call, rss_mib, Binaries, ServerProcess};
 
-/// Pre-processing of one request body, as a worker does it.
+/// Pre-processing of one request body.
 #[derive(Debug, Serialize)]
 pub struct PreprocessCost {
     pub model: String,
     pub input_bytes: usize,
     pub iterations: usize,
-    /// Decode and colour conversion.
-    pub decode: Latency,
-    /// Resize, crop and normalise into the float tensor.
-    pub resize_normalize: Latency,
+    /// What a lone request waits for: `image::prepare`, as the server calls it on an otherwise
+    /// idle machine (a JPEG's work shared with the idle core).
     pub total: Latency,
+    /// The same on one thread (`decode` + `preprocess`): the CPU one photo costs, and its
+    /// latency under load, when no core is idle.
+    pub one_thread: Latency,
+    /// Of that, decode (only the pixels the resize reads) and colour conversion...
+    pub decode: Latency,
+    /// ... and resize, crop and normalise into the float tensor.
+    pub resize_normalize: Latency,
     /// TorchServe's own pipeline on the same bytes, when a Python with torchvision was given.
     pub torchserve: Option<TorchvisionReference>,
 }
@@ -34,8 +39,9 @@ pub struct PreprocessCost {
 pub struct TorchvisionReference {
     pub p50_ms: f64,
     pub p90_ms: f64,
-    /// TorchServe's median over oxserve's (decode + pre-process).
+    /// TorchServe's median over oxserve's, a lone request's and on one thread.
     pub speedup: f64,
+    pub speedup_one_thread: f64,
     /// Pillow's decode alone (libjpeg-turbo, full size): what reproducing TorchServe's pixels
     /// costs at least with the decoder it uses.
     pub pillow_decode_p50_ms: Option<f64>,
@@ -57,9 +63,9 @@ pub fn torchvision_reference(
     python: &Path,
     model: &Model,
     iterations: usize,
-    ours_p50_ms: f64,
+    (ours_p50_ms, one_thread_p50_ms): (f64, f64),
 ) -> anyhow::Result<TorchvisionReference> {
-    use oxserve::handler::image::{decode, preprocess};
+    use oxserve::handler::image::prepare;
     let folder = tempfile::tempdir()?;
     let (image, tensor_path) = (
         folder.path().join("input.jpg"),
@@ -94,10 +100,7 @@ pub fn torchvision_reference(
         .chunks_exact(4)
         .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         .collect();
-    let (ours, _, _) = preprocess(
-        &decode(&model.body, &model.preprocess, true)?,
-        &model.preprocess,
-    )?;
+    let (ours, _, _, _) = prepare(&model.body, &model.preprocess, true)?;
     if ours.len() != theirs.len() {
         bail!(
             "torchvision's tensor has {} values, oxserve's {}",
@@ -115,6 +118,7 @@ pub fn torchvision_reference(
         p50_ms: printed.p50_ms,
         p90_ms: printed.p90_ms,
         speedup: printed.p50_ms / ours_p50_ms,
+        speedup_one_thread: printed.p50_ms / one_thread_p50_ms,
         pillow_decode_p50_ms: printed.decode_p50_ms,
         max_abs_diff: differences.iter().copied().fold(0.0, f64::max),
         mean_abs_diff: differences.iter().sum::<f64>() / count,
@@ -125,15 +129,18 @@ pub fn torchvision_reference(
     })
 }
 
-/// Times `oxserve::handler::image::{decode, preprocess}` on the model's request body.
+/// Times `oxserve::handler::image::prepare` (a request's path) and `decode` + `preprocess` (one
+/// thread) on the model's request body, alternating so that both see the same machine.
 pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<PreprocessCost> {
-    use oxserve::handler::image::{decode, preprocess};
-    // Warm caches and the allocator first, as a running worker has.
+    use oxserve::handler::image::{decode, prepare, preprocess};
+    // Warm caches, the allocator and the helper threads first, as a running server has.
     for _ in 0..iterations.min(10) {
         let pixels = decode(&model.body, &model.preprocess, true)?;
         std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
+        std::hint::black_box(prepare(&model.body, &model.preprocess, true)?);
     }
-    let (mut decode_times, mut resize_times, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut decode_times, mut resize_times, mut serial, mut totals) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iterations {
         let started = Instant::now();
         let pixels = decode(&model.body, &model.preprocess, true)?;
@@ -142,15 +149,22 @@ pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<Prepr
         let finished = Instant::now();
         decode_times.push(decoded - started);
         resize_times.push(finished - decoded);
-        totals.push(finished - started);
+        serial.push(finished - started);
+        // A request arrives after a pause, as a lone client's do: the helper thread has gone
+        // to sleep and must be woken.
+        std::thread::sleep(Duration::from_millis(1));
+        let started = Instant::now();
+        std::hint::black_box(prepare(&model.body, &model.preprocess, true)?);
+        totals.push(started.elapsed());
     }
     Ok(PreprocessCost {
         model: model.name.clone(),
         input_bytes: model.body.len(),
         iterations,
+        total: Latency::from_samples(&mut totals),
+        one_thread: Latency::from_samples(&mut serial),
         decode: Latency::from_samples(&mut decode_times),
         resize_normalize: Latency::from_samples(&mut resize_times),
-        total: Latency::from_samples(&mut totals),
         torchserve: None,
     })
 }
@@ -342,7 +356,8 @@ pub fn run_all(
             let mut cost = preprocess_cost(model, iterations)?;
             if let Some(python) = python {
                 eprintln!("the same JPEG through TorchServe's PIL + torchvision pipeline ...");
-                match torchvision_reference(root, python, model, iterations, cost.total.p50_ms) {
+                let ours = (cost.total.p50_ms, cost.one_thread.p50_ms);
+                match torchvision_reference(root, python, model, iterations, ours) {
                     Ok(reference) => cost.torchserve = Some(reference),
                     Err(error) => eprintln!("  skipped: {error:#}"),
                 }

@@ -165,7 +165,11 @@ fn decode_checked(checked: &Checked<'_>, settings: &ImagePreprocess) -> Result<P
 
 /// A JPEG in the fast decoder's reach (see `jpeg`), decoded where `preprocess` will read it:
 /// libjpeg-turbo's pixels there, zeros elsewhere. `None` sends the file to the general decoder.
-fn decode_jpeg(bytes: &[u8], (width, height): (u32, u32), settings: &ImagePreprocess) -> Option<Pixels> {
+fn decode_jpeg(
+    bytes: &[u8],
+    (width, height): (u32, u32),
+    settings: &ImagePreprocess,
+) -> Option<Pixels> {
     let (_, _, components) = jpeg::dimensions(bytes).ok()?;
     let wanted = match settings.color {
         ColorMode::Rgb => 3,
@@ -413,7 +417,14 @@ pub fn preprocess(
     let plane = geometry.out_width as usize * geometry.out_height as usize;
     let mut data = vec![0f32; pixels.channels * plane];
     let mut targets: Vec<&mut [f32]> = data.chunks_exact_mut(plane.max(1)).collect();
-    fill(pixels, settings, &geometry, geometry.window, &geometry.placement(), &mut targets);
+    fill(
+        pixels,
+        settings,
+        &geometry,
+        geometry.window,
+        &geometry.placement(),
+        &mut targets,
+    );
     Ok((data, geometry.out_height, geometry.out_width))
 }
 
@@ -438,7 +449,10 @@ pub(super) fn fill(
             y0: pixels.y0,
             stride: pixels.stride,
         };
-        let resized = (geometry.resized_width as usize, geometry.resized_height as usize);
+        let resized = (
+            geometry.resized_width as usize,
+            geometry.resized_height as usize,
+        );
         resize_view(source, resized, window)
     } else {
         Resized {

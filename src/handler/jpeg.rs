@@ -41,6 +41,15 @@ pub enum Fallback {
     Corrupt,
 }
 
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fallback::Unsupported(what) => write!(formatter, "not decoded here: {what}"),
+            Fallback::Corrupt => write!(formatter, "corrupt scan"),
+        }
+    }
+}
+
 impl From<Unsupported> for Fallback {
     fn from(reason: Unsupported) -> Fallback {
         Fallback::Unsupported(reason.0)
@@ -213,7 +222,11 @@ impl Jpeg {
     }
 
     /// Transforms and converts `region` (clamped to the image) from decoded coefficients.
-    pub fn render(&self, coefficients: &Coefficients<'_>, region: Region) -> Result<Decoded, Fallback> {
+    pub fn render(
+        &self,
+        coefficients: &Coefficients<'_>,
+        region: Region,
+    ) -> Result<Decoded, Fallback> {
         let header = &self.header;
         let region = self.clamp(region);
         let channels = header.components.len();
@@ -235,7 +248,11 @@ impl Jpeg {
     }
 
     /// The inverse DCT of every block inside the planes.
-    fn transform(&self, coefficients: &Coefficients<'_>, planes: &mut [Plane]) -> Result<(), Fallback> {
+    fn transform(
+        &self,
+        coefficients: &Coefficients<'_>,
+        planes: &mut [Plane],
+    ) -> Result<(), Fallback> {
         let avx2 = has_avx2();
         let per_mcu = self.layout.slots.len();
         let mcus_x = self.layout.mcus_x;
@@ -365,11 +382,21 @@ fn convert(header: &Header, planes: &[Plane], region: Region, data: &mut [u8]) {
     for (y, out) in (region.y0..region.y1).zip(data.chunks_exact_mut(columns * 3)) {
         let luma_row = luma.row_from(y, region.x0);
         match (max_h, max_v) {
-            (1, 1) => ycc_row(luma_row, cb.row_from(y, region.x0), cr.row_from(y, region.x0), out),
+            (1, 1) => ycc_row(
+                luma_row,
+                cb.row_from(y, region.x0),
+                cr.row_from(y, region.x0),
+                out,
+            ),
             (2, 1) => {
                 for (plane, target) in [cb, cr].into_iter().zip(chroma.iter_mut()) {
                     let start = plane.bx0 * 8;
-                    color::h2v1(plane.row(y), plane.samples_x - start, region.x0 - 2 * start, target);
+                    color::h2v1(
+                        plane.row(y),
+                        plane.samples_x - start,
+                        region.x0 - 2 * start,
+                        target,
+                    );
                 }
                 ycc_row(luma_row, &chroma[0], &chroma[1], out);
             }

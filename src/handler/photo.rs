@@ -43,7 +43,11 @@ impl Drop for Active {
 /// general path (another layout, a corrupt scan, a crop that pads).
 pub fn prepare(bytes: &[u8], settings: &ImagePreprocess) -> Option<(Vec<f32>, u32, u32, usize)> {
     let _active = Active::start();
-    prepare_on(bytes, settings, crate::cores::spare(ACTIVE.load(Ordering::Relaxed)))
+    prepare_on(
+        bytes,
+        settings,
+        crate::cores::spare(ACTIVE.load(Ordering::Relaxed)),
+    )
 }
 
 /// [`prepare`], on two threads when `two` allows it.
@@ -52,7 +56,9 @@ fn prepare_on(
     settings: &ImagePreprocess,
     two: bool,
 ) -> Option<(Vec<f32>, u32, u32, usize)> {
-    let jpeg = Jpeg::open(bytes).ok()?;
+    let jpeg = Jpeg::open(bytes)
+        .map_err(|reason| tracing::debug!(%reason, "JPEG left to the general decoder"))
+        .ok()?;
     let channels = jpeg.channels();
     let wanted = match settings.color {
         ColorMode::Rgb => 3,
@@ -73,7 +79,9 @@ fn prepare_on(
     let region = geometry.source_region(width, height);
     let needed = jpeg.needed_blocks(region);
     let two = two && needed >= MIN_SPLIT_BLOCKS && window.y1 - window.y0 >= 16;
-    let split = two.then(|| Split::new(&jpeg, needed, jpeg.bits_for(needed))).flatten();
+    let split = two
+        .then(|| Split::new(&jpeg, needed, jpeg.bits_for(needed)))
+        .flatten();
     let mut targets: Vec<&mut [f32]> = data.chunks_exact_mut(plane).collect();
     let half = Half {
         jpeg: &jpeg,
@@ -96,9 +104,17 @@ fn prepare_on(
                 ..window
             };
             let at = (middle - window.y0) * geometry.out_width as usize;
-            let (mut tops, mut bottoms): (Vec<_>, Vec<_>) =
-                targets.into_iter().map(|target| target.split_at_mut(at)).unzip();
-            two_threads(&half, &split, needed, (top, &mut tops), (bottom, &mut bottoms))?;
+            let (mut tops, mut bottoms): (Vec<_>, Vec<_>) = targets
+                .into_iter()
+                .map(|target| target.split_at_mut(at))
+                .unzip();
+            two_threads(
+                &half,
+                &split,
+                needed,
+                (top, &mut tops),
+                (bottom, &mut bottoms),
+            )?;
         }
     }
     Some((data, geometry.out_height, geometry.out_width, channels))
@@ -130,7 +146,14 @@ impl Half<'_> {
             offset_y: 0,
             padded: false,
         };
-        fill(&pixels, self.settings, self.geometry, window, &placement, targets);
+        fill(
+            &pixels,
+            self.settings,
+            self.geometry,
+            window,
+            &placement,
+            targets,
+        );
         jpeg::scratch::give_bytes(pixels.data);
         Some(())
     }

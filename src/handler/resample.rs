@@ -265,6 +265,7 @@ pub struct Source<'a> {
 
 /// Resizes interleaved 8-bit pixels (`channels` per pixel) from `width`×`height` to
 /// `out_width`×`out_height` and returns only the `window` of the result.
+#[cfg(test)]
 pub fn resize_window(
     data: &[u8],
     (width, height, channels): (usize, usize, usize),
@@ -290,7 +291,11 @@ pub fn resize_view(source: Source<'_>, resized: (usize, usize), window: Window) 
         /// The same code, compiled with AVX2 instructions.
         #[allow(unsafe_code)]
         #[target_feature(enable = "avx2")]
-        unsafe fn with_avx2(source: Source<'_>, resized: (usize, usize), window: Window) -> Resized {
+        unsafe fn with_avx2(
+            source: Source<'_>,
+            resized: (usize, usize),
+            window: Window,
+        ) -> Resized {
             resize::<true>(source, resized, window)
         }
         #[allow(unsafe_code)]
@@ -336,8 +341,8 @@ fn resize<const AVX2: bool>(
     let mut temp = vec![0u8; rows * row_len];
     if need_horizontal {
         let horizontal = coefficients(width, out_width);
-        let source_rows =
-            &data[(first_row - origin_y) * stride * channels..(last_row - origin_y) * stride * channels];
+        let source_rows = &data
+            [(first_row - origin_y) * stride * channels..(last_row - origin_y) * stride * channels];
         match channels {
             3 => horizontal_pass::<3, 4, { 4 * BLOCK_ROWS }, AVX2>(
                 source_rows,

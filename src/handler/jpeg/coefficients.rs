@@ -143,7 +143,11 @@ impl Split {
 
 /// The tables and component of each slot of an MCU.
 fn slot_tables(jpeg: &Jpeg) -> Vec<usize> {
-    jpeg.layout.slots.iter().map(|slot| slot.component).collect()
+    jpeg.layout
+        .slots
+        .iter()
+        .map(|slot| slot.component)
+        .collect()
 }
 
 /// One thread: blocks `0..needed` from the start of the scan.
@@ -157,7 +161,11 @@ pub fn head(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, F
     let components = slot_tables(jpeg);
     let per_mcu = components.len();
     let restart = jpeg.header.restart_interval * per_mcu;
-    let mut part = Part::with_capacity(if split.is_some() { needed / 2 + needed / 8 } else { needed });
+    let mut part = Part::with_capacity(if split.is_some() {
+        needed / 2 + needed / 8
+    } else {
+        needed
+    });
     let mut predictions = [0i32; 3];
     let mut interval = 0;
     let mut reader = BitReader::new(&scan.data, scan.intervals[0]);
@@ -313,9 +321,7 @@ pub fn tail(jpeg: &Jpeg, split: &Split) -> Part {
         }
         block = [0; 64];
     }
-    split
-        .published
-        .store(part.blocks.len(), Ordering::Release);
+    split.published.store(part.blocks.len(), Ordering::Release);
     split.finished.store(true, Ordering::Release);
     part
 }

@@ -20,7 +20,12 @@ pub fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
             done = unsafe { avx2::ycc_to_rgb(y, cb, cr, out) };
         }
     }
-    ycc_to_rgb_scalar(&y[done.min(y.len())..], &cb[done.min(cb.len())..], &cr[done.min(cr.len())..], &mut out[done * 3..]);
+    ycc_to_rgb_scalar(
+        &y[done.min(y.len())..],
+        &cb[done.min(cb.len())..],
+        &cr[done.min(cr.len())..],
+        &mut out[done * 3..],
+    );
 }
 
 /// The reference for [`avx2::ycc_to_rgb`].
@@ -89,7 +94,9 @@ mod tests {
     #[test]
     fn vector_conversion_equals_scalar() {
         for luma in [0u8, 1, 17, 128, 200, 254, 255] {
-            let cb: Vec<u8> = (0..=255u8).flat_map(|cb| std::iter::repeat_n(cb, 256)).collect();
+            let cb: Vec<u8> = (0..=255u8)
+                .flat_map(|cb| std::iter::repeat_n(cb, 256))
+                .collect();
             let cr: Vec<u8> = (0..256 * 256).map(|index| (index % 256) as u8).collect();
             let y = vec![luma; cb.len()];
             let mut fast = vec![0u8; cb.len() * 3];

@@ -59,9 +59,9 @@ pub const ZIGZAG: [u8; 64 + 96 + 16] = zigzag();
 
 const fn zigzag() -> [u8; 64 + 96 + 16] {
     const ORDER: [u8; 64] = [
-        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34,
-        27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44,
-        51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27,
+        20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
     ];
     let mut table = [63u8; 64 + 96 + 16];
     let mut index = 0;
@@ -79,7 +79,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn u8(&mut self) -> Result<u8, Unsupported> {
-        let value = *self.bytes.get(self.at).ok_or(Unsupported("truncated header"))?;
+        let value = *self
+            .bytes
+            .get(self.at)
+            .ok_or(Unsupported("truncated header"))?;
         self.at += 1;
         Ok(value)
     }
@@ -89,7 +92,10 @@ impl Reader<'_> {
     }
 
     fn take(&mut self, len: usize) -> Result<&[u8], Unsupported> {
-        let end = self.at.checked_add(len).ok_or(Unsupported("truncated header"))?;
+        let end = self
+            .at
+            .checked_add(len)
+            .ok_or(Unsupported("truncated header"))?;
         let slice = self
             .bytes
             .get(self.at..end)
@@ -211,7 +217,9 @@ fn parse_frame(segment: &[u8]) -> Result<(usize, usize, Vec<Component>), Unsuppo
             if (cb.h, cb.v, cr.h, cr.v) != (1, 1, 1, 1)
                 || !matches!((luma.h, luma.v), (1, 1) | (2, 1) | (2, 2))
             {
-                return Err(Unsupported("chroma sampling other than 4:4:4, 4:2:2, 4:2:0"));
+                return Err(Unsupported(
+                    "chroma sampling other than 4:4:4, 4:2:2, 4:2:0",
+                ));
             }
             // libjpeg reads these component ids as RGB, not YCbCr.
             if [luma.id, cb.id, cr.id] == [b'R', b'G', b'B'] {

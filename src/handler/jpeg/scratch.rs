@@ -40,7 +40,14 @@ pub fn blocks(capacity: usize) -> Vec<[i16; 64]> {
 fn take<T>(kept: &mut Vec<Vec<T>>, len: usize) -> Option<Vec<T>> {
     let best = (0..kept.len()).min_by_key(|&index| {
         let capacity = kept[index].capacity();
-        (capacity < len, if capacity >= len { capacity } else { usize::MAX - capacity })
+        (
+            capacity < len,
+            if capacity >= len {
+                capacity
+            } else {
+                usize::MAX - capacity
+            },
+        )
     })?;
     Some(kept.swap_remove(best))
 }

@@ -59,7 +59,10 @@ fn every_layout_decodes_to_pillows_exact_pixels() {
             .zip(&expected)
             .filter(|(a, b)| a != b)
             .count();
-        assert_eq!(differing, 0, "{name}: {differing} values differ from Pillow's");
+        assert_eq!(
+            differing, 0,
+            "{name}: {differing} values differ from Pillow's"
+        );
     }
 }
 
@@ -106,7 +109,12 @@ fn other_codings_are_left_to_the_general_decoder() {
 /// never a panic, and stay within the region's size.
 #[test]
 fn hostile_bytes_never_panic() {
-    for name in ["ycc420_37x23", "restart_rows_51x39", "grey_33x17", "noise444_43x29_q100"] {
+    for name in [
+        "ycc420_37x23",
+        "restart_rows_51x39",
+        "grey_33x17",
+        "noise444_43x29_q100",
+    ] {
         let bytes = fixture(&format!("{name}.jpg"));
         let region = whole(64, 64);
         for cut in (0..bytes.len()).step_by(7) {

@@ -110,7 +110,12 @@ fn blocked_passes_equal_the_pixel_by_pixel_reference() {
             );
             // The portable code too, which CPUs without AVX2 run.
             let portable = compact(
-                portable(&image, (width, height, channels), (out_width, out_height), window),
+                portable(
+                    &image,
+                    (width, height, channels),
+                    (out_width, out_height),
+                    window,
+                ),
                 channels,
             );
             assert!(
@@ -219,16 +224,45 @@ fn a_view_of_the_read_pixels_resizes_like_the_whole_image() {
             .map(|index| (index * 37 % 251) as u8)
             .collect();
         for (resized, window) in [
-            ((40, 25), Window { x0: 3, x1: 37, y0: 2, y1: 23 }),
-            ((97, 30), Window { x0: 10, x1: 90, y0: 0, y1: 30 }),
-            ((50, 61), Window { x0: 0, x1: 50, y0: 5, y1: 40 }),
+            (
+                (40, 25),
+                Window {
+                    x0: 3,
+                    x1: 37,
+                    y0: 2,
+                    y1: 23,
+                },
+            ),
+            (
+                (97, 30),
+                Window {
+                    x0: 10,
+                    x1: 90,
+                    y0: 0,
+                    y1: 30,
+                },
+            ),
+            (
+                (50, 61),
+                Window {
+                    x0: 0,
+                    x1: 50,
+                    y0: 5,
+                    y1: 40,
+                },
+            ),
         ] {
             // The padding byte of RGB pixels has no meaning: compare the channels.
-            let whole = compact(resize_window(&image, (width, height, channels), resized, window), channels);
+            let whole = compact(
+                resize_window(&image, (width, height, channels), resized, window),
+                channels,
+            );
             let (x0, x1) = source_span(width, resized.0, window.x0, window.x1);
             let (y0, y1) = source_span(height, resized.1, window.y0, window.y1);
             let part: Vec<u8> = (y0..y1)
-                .flat_map(|y| image[(y * width + x0) * channels..(y * width + x1) * channels].to_vec())
+                .flat_map(|y| {
+                    image[(y * width + x0) * channels..(y * width + x1) * channels].to_vec()
+                })
                 .collect();
             let view = Source {
                 data: &part,
@@ -242,7 +276,10 @@ fn a_view_of_the_read_pixels_resizes_like_the_whole_image() {
             let view_resized = compact(resize_view(view, resized, window), channels);
             assert!(view_resized == whole, "{channels} channels, {window:?}");
             let portable = compact(resize::<false>(view, resized, window), channels);
-            assert!(portable == whole, "portable, {channels} channels, {window:?}");
+            assert!(
+                portable == whole,
+                "portable, {channels} channels, {window:?}"
+            );
         }
     }
 }

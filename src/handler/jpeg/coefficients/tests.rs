@@ -52,7 +52,10 @@ fn every_tail_start_gives_the_sequential_blocks() {
                 let (block, last, offset) = joined.block(index, slot).unwrap();
                 let mut block = *block;
                 block[0] = block[0].wrapping_add(offset);
-                assert_eq!(block, reference.blocks[index], "start {start}, block {index}");
+                assert_eq!(
+                    block, reference.blocks[index],
+                    "start {start}, block {index}"
+                );
                 assert_eq!(last, reference.last[index], "start {start}, block {index}");
             }
         }

@@ -54,14 +54,22 @@ pub unsafe fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) -> usiz
     let half32 = _mm256_set1_epi32(1 << 15);
     // 1.40200 = 1 + 26345 / 65536; 1.77200 = 2 - 14942 / 65536; the rounding half as 1 × 32768
     // would not fit a 16-bit factor, so it is added after.
-    let red_factors = _mm256_setr_epi16(26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0);
-    let blue_factors = _mm256_setr_epi16(-14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0);
+    let red_factors = _mm256_setr_epi16(
+        26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0, 26345, 0,
+    );
+    let blue_factors = _mm256_setr_epi16(
+        -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0, -14942, 0,
+    );
     // -0.71414 cr - 0.34414 cb = -cr + (18734 cr - 22554 cb) / 65536.
-    let green_factors = _mm256_setr_epi16(18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554);
+    let green_factors = _mm256_setr_epi16(
+        18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554, 18734, -22554,
+        18734, -22554, 18734, -22554,
+    );
     let masks = MASKS.map(|chunk| chunk.map(|mask| _mm_loadu_si128(mask.as_ptr().cast())));
     let mut done = 0;
     while done + 16 <= pixels {
-        let load = |row: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(row.as_ptr().add(done).cast()));
+        let load =
+            |row: &[u8]| _mm256_cvtepu8_epi16(_mm_loadu_si128(row.as_ptr().add(done).cast()));
         let (luma, blue_diff, red_diff) = (
             load(y),
             _mm256_sub_epi16(load(cb), centre),

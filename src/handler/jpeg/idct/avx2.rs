@@ -3,13 +3,14 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_or_si256, _mm256_set_m128i,
-    _mm256_testz_si256, _mm_add_epi32, _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_mullo_epi32,
-    _mm_set1_epi32, _mm_slli_epi32, _mm_srai_epi32, _mm_sub_epi32, _mm256_setr_epi16, _mm256_cvtepi16_epi32, _mm256_loadu_si256, _mm256_mullo_epi32,
-    _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
-    _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_slli_epi32,
-    _mm256_srai_epi32, _mm256_storeu_si256, _mm256_sub_epi32, _mm256_unpackhi_epi32,
-    _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_loadu_si128,
+    __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi16_epi32,
+    _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_or_si256, _mm256_packs_epi32,
+    _mm256_packus_epi16, _mm256_permute2x128_si256, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
+    _mm256_set_m128i, _mm256_setr_epi16, _mm256_setr_epi32, _mm256_slli_epi32, _mm256_srai_epi32,
+    _mm256_storeu_si256, _mm256_sub_epi32, _mm256_testz_si256, _mm256_unpackhi_epi32,
+    _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_add_epi32,
+    _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_loadu_si128, _mm_mullo_epi32, _mm_set1_epi32,
+    _mm_slli_epi32, _mm_srai_epi32, _mm_sub_epi32,
 };
 
 use super::{butterfly, butterfly4, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
@@ -106,7 +107,11 @@ pub unsafe fn idct(block: &[i16; 64], quant: &[i32; 64], out: &mut [u8], stride:
     let bottom = _mm256_or_si256(load(32), load(48));
     let right = _mm256_setr_epi16(0, 0, 0, 0, -1, -1, -1, -1, 0, 0, 0, 0, -1, -1, -1, -1);
     let top_right = _mm256_and_si256(_mm256_or_si256(load(0), load(16)), right);
-    let columns = if _mm256_testz_si256(_mm256_or_si256(bottom, top_right), _mm256_or_si256(bottom, top_right)) == 1 {
+    let columns = if _mm256_testz_si256(
+        _mm256_or_si256(bottom, top_right),
+        _mm256_or_si256(bottom, top_right),
+    ) == 1
+    {
         sparse_columns(block, quant)
     } else {
         dense_columns(block, quant)
@@ -121,14 +126,14 @@ unsafe fn dense_columns(block: &[i16; 64], quant: &[i32; 64]) -> [V; 8] {
     let rows: [V; 8] = std::array::from_fn(|row| {
         // SAFETY: row * 8 + 8 <= 64 for both arrays.
         unsafe {
-            let coefficients = _mm256_cvtepi16_epi32(_mm_loadu_si128(
-                block.as_ptr().add(row * 8).cast(),
-            ));
+            let coefficients =
+                _mm256_cvtepi16_epi32(_mm_loadu_si128(block.as_ptr().add(row * 8).cast()));
             let steps = _mm256_loadu_si256(quant.as_ptr().add(row * 8).cast());
             V(_mm256_mullo_epi32(coefficients, steps))
         }
     });
-    let workspace = butterfly(rows).map(|value| unsafe { descale::<{ PASS1_SHIFT as i32 }>(value) });
+    let workspace =
+        butterfly(rows).map(|value| unsafe { descale::<{ PASS1_SHIFT as i32 }>(value) });
     butterfly(transpose(workspace))
 }
 
@@ -139,7 +144,8 @@ unsafe fn sparse_columns(block: &[i16; 64], quant: &[i32; 64]) -> [V; 8] {
     let rows: [V4; 4] = std::array::from_fn(|row| {
         // SAFETY: row * 8 + 4 <= 64 for both arrays.
         unsafe {
-            let coefficients = _mm_cvtepi16_epi32(_mm_loadl_epi64(block.as_ptr().add(row * 8).cast()));
+            let coefficients =
+                _mm_cvtepi16_epi32(_mm_loadl_epi64(block.as_ptr().add(row * 8).cast()));
             let steps = _mm_loadu_si128(quant.as_ptr().add(row * 8).cast());
             V4(_mm_mullo_epi32(coefficients, steps))
         }
