@@ -1,26 +1,28 @@
-//! Buffers kept per thread between images. A photo's coefficient blocks, planes and pixels take
-//! a few MiB; allocated afresh, each is a new mapping from the kernel, zeroed page by page and unmapped
+//! Buffers kept between images, shared by all threads (a helper thread's buffers are often freed
+//! by the thread it helped). A photo's coefficient blocks, planes and pixels take a few MiB; allocated afresh, each is a new mapping from the kernel, zeroed page by page and unmapped
 //! again on free (glibc maps large blocks), and those page faults cost more than the decoding
 //! they serve. Reused, they cost nothing. What a buffer held before is overwritten by whoever
 //! takes it (every plane and pixel is written), so it is never cleared.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
-/// Buffers kept per thread, per kind, and the largest kept: an unusually large image's
-/// buffers are freed, not kept.
-const KEPT: usize = 4;
+/// Buffers kept per kind, and the largest kept: an unusually large image's buffers are freed,
+/// not kept. Two photos at once use about eight byte buffers and four block buffers.
+const KEPT: usize = 12;
 const LARGEST: usize = 16 << 20;
 
-thread_local! {
-    static BYTES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    static BLOCKS: RefCell<Vec<Vec<[i16; 64]>>> = const { RefCell::new(Vec::new()) };
+static BYTES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static BLOCKS: Mutex<Vec<Vec<[i16; 64]>>> = Mutex::new(Vec::new());
+
+/// Runs `f` on a pool (a poisoned lock still holds valid buffers).
+fn with<T, R>(pool: &Mutex<Vec<Vec<T>>>, f: impl FnOnce(&mut Vec<Vec<T>>) -> R) -> R {
+    let mut kept = pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut kept)
 }
 
 /// A buffer of `len` bytes whose contents are unspecified (old pixels, or zeros).
 pub fn bytes(len: usize) -> Vec<u8> {
-    let mut buffer = BYTES
-        .with(|kept| take(&mut kept.borrow_mut(), len))
-        .unwrap_or_default();
+    let mut buffer = with(&BYTES, |kept| take(kept, len)).unwrap_or_default();
     buffer.truncate(len);
     buffer.resize(len, 0);
     buffer
@@ -28,9 +30,7 @@ pub fn bytes(len: usize) -> Vec<u8> {
 
 /// An empty buffer with room for `capacity` coefficient blocks.
 pub fn blocks(capacity: usize) -> Vec<[i16; 64]> {
-    let mut buffer = BLOCKS
-        .with(|kept| take(&mut kept.borrow_mut(), capacity))
-        .unwrap_or_default();
+    let mut buffer = with(&BLOCKS, |kept| take(kept, capacity)).unwrap_or_default();
     buffer.clear();
     buffer.reserve(capacity);
     buffer
@@ -69,9 +69,9 @@ fn keep<T>(kept: &mut Vec<Vec<T>>, buffer: Vec<T>) {
 }
 
 pub fn give_bytes(buffer: Vec<u8>) {
-    let _ = BYTES.try_with(|kept| keep(&mut kept.borrow_mut(), buffer));
+    with(&BYTES, |kept| keep(kept, buffer));
 }
 
 pub fn give_blocks(buffer: Vec<[i16; 64]>) {
-    let _ = BLOCKS.try_with(|kept| keep(&mut kept.borrow_mut(), buffer));
+    with(&BLOCKS, |kept| keep(kept, buffer));
 }
