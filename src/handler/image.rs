@@ -329,6 +329,7 @@ fn normalise_plane<const B: usize>(
 }
 
 /// Where `Resize` + `CenterCrop` put a `width`×`height` image.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Geometry {
     pub(super) resized_width: u32,
     pub(super) resized_height: u32,

@@ -9,8 +9,8 @@
 //! hand-offs (the two halves of coefficients), no locks. Under load, when every core has work,
 //! one thread does it all: splitting would only add the hand-offs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
@@ -83,51 +83,29 @@ fn prepare_on(
         .then(|| Split::new(&jpeg, needed, jpeg.bits_for(needed)))
         .flatten();
     let mut targets: Vec<&mut [f32]> = data.chunks_exact_mut(plane).collect();
-    let half = Half {
-        jpeg: &jpeg,
-        geometry: &geometry,
-        settings,
+    let image = Image {
+        jpeg,
+        geometry,
+        settings: settings.clone(),
     };
     match split {
         None => {
-            let part = coefficients::serial(&jpeg, needed).ok()?;
-            half.render(&coefficients::whole(&part), window, &mut targets)?;
+            let part = coefficients::serial(&image.jpeg, needed).ok()?;
+            image.render(&coefficients::whole(&part), window, &mut targets)?;
         }
-        Some(split) => {
-            let middle = window.y0 + (window.y1 - window.y0) / 2;
-            let top = Window {
-                y1: middle,
-                ..window
-            };
-            let bottom = Window {
-                y0: middle,
-                ..window
-            };
-            let at = (middle - window.y0) * geometry.out_width as usize;
-            let (mut tops, mut bottoms): (Vec<_>, Vec<_>) = targets
-                .into_iter()
-                .map(|target| target.split_at_mut(at))
-                .unzip();
-            two_threads(
-                &half,
-                &split,
-                needed,
-                (top, &mut tops),
-                (bottom, &mut bottoms),
-            )?;
-        }
+        Some(split) => two_threads(image, split, needed, &mut targets)?,
     }
     Some((data, geometry.out_height, geometry.out_width, channels))
 }
 
 /// What both threads render from.
-struct Half<'a> {
-    jpeg: &'a Jpeg,
-    geometry: &'a Geometry,
-    settings: &'a ImagePreprocess,
+struct Image {
+    jpeg: Jpeg,
+    geometry: Geometry,
+    settings: ImagePreprocess,
 }
 
-impl Half<'_> {
+impl Image {
     /// Rows `window` of the output, into `targets` (one per channel, those rows only).
     fn render(
         &self,
@@ -148,8 +126,8 @@ impl Half<'_> {
         };
         fill(
             &pixels,
-            self.settings,
-            self.geometry,
+            &self.settings,
+            &self.geometry,
             window,
             &placement,
             targets,
@@ -187,41 +165,102 @@ fn wait<T>(slot: &OnceLock<T>) -> &T {
     }
 }
 
-/// The head and the top rows here, the tail and the bottom rows on one of rayon's threads.
-fn two_threads(
-    half: &Half<'_>,
-    split: &Split,
-    needed: usize,
-    (top, tops): (Window, &mut [&mut [f32]]),
-    (bottom, bottoms): (Window, &mut [&mut [f32]]),
-) -> Option<()> {
-    let jpeg = half.jpeg;
-    let heads: OnceLock<Option<Part>> = OnceLock::new();
-    let tails: OnceLock<Part> = OnceLock::new();
-    let helped: OnceLock<Option<()>> = OnceLock::new();
-    rayon::in_place_scope(|scope| {
-        let (heads, tails, helped) = (&heads, &tails, &helped);
-        scope.spawn(move |_| {
-            let _ = tails.set(coefficients::tail(jpeg, split));
-            let rendered = (|| {
-                let head = wait(heads).as_ref()?;
-                let coefficients = coefficients::join(jpeg, split, head, wait(tails)).ok()?;
-                half.render(&coefficients, bottom, bottoms)
-            })();
-            let _ = helped.set(rendered);
-        });
-        let head = coefficients::head(jpeg, needed, Some(split)).ok();
-        if head.is_none() {
-            split.abandon();
-        }
-        let _ = heads.set(head);
-        let head = wait(heads).as_ref()?;
-        let coefficients = coefficients::join(jpeg, split, head, wait(tails)).ok()?;
-        half.render(&coefficients, top, tops)
-    })
-    .and_then(|()| *wait(&helped))
+/// What the calling thread and the helper share. Owned (the helper may outlive the call: when
+/// its core was busy and it started late, nobody waits for it).
+struct Shared {
+    image: Image,
+    split: Split,
+    top: Window,
+    bottom: Window,
+    heads: OnceLock<Option<Part>>,
+    tails: OnceLock<Part>,
+    /// Taken by whichever thread renders the bottom rows: the helper once its entropy half is
+    /// done, or the calling thread after the top rows when the helper has not got there.
+    bottom_claimed: AtomicBool,
+    /// The helper's rendering of the bottom rows, one plane after another (`None`: it failed).
+    bottom_rows: OnceLock<Option<Vec<f32>>>,
 }
 
+impl Shared {
+    /// The coefficients once the head is done (and the tail, when they met).
+    fn coefficients(&self) -> Option<Coefficients<'_>> {
+        let head = wait(&self.heads).as_ref()?;
+        coefficients::join(&self.image.jpeg, &self.split, head, || wait(&self.tails)).ok()
+    }
+
+    /// The helper's work: the tail, then the bottom rows unless the caller took them.
+    fn help(&self) {
+        let _ = self
+            .tails
+            .set(coefficients::tail(&self.image.jpeg, &self.split));
+        if self.bottom_claimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let rows = (|| {
+            let coefficients = self.coefficients()?;
+            let plane = (self.bottom.y1 - self.bottom.y0) * self.image.geometry.out_width as usize;
+            let mut buffer = vec![0f32; plane * self.image.jpeg.channels()];
+            let mut targets: Vec<&mut [f32]> = buffer.chunks_exact_mut(plane).collect();
+            self.image
+                .render(&coefficients, self.bottom, &mut targets)?;
+            Some(buffer)
+        })();
+        let _ = self.bottom_rows.set(rows);
+    }
+}
+
+/// The head and the top rows here, the tail and (usually) the bottom rows on one of rayon's
+/// threads.
+fn two_threads(
+    image: Image,
+    split: Split,
+    needed: usize,
+    targets: &mut [&mut [f32]],
+) -> Option<()> {
+    let window = image.geometry.window;
+    let middle = window.y0 + (window.y1 - window.y0) / 2;
+    let shared = Arc::new(Shared {
+        top: Window {
+            y1: middle,
+            ..window
+        },
+        bottom: Window {
+            y0: middle,
+            ..window
+        },
+        image,
+        split,
+        heads: OnceLock::new(),
+        tails: OnceLock::new(),
+        bottom_claimed: AtomicBool::new(false),
+        bottom_rows: OnceLock::new(),
+    });
+    let helper = Arc::clone(&shared);
+    rayon::spawn(move || helper.help());
+    let head = coefficients::head(&shared.image.jpeg, needed, Some(&shared.split)).ok();
+    if head.is_none() {
+        shared.split.abandon();
+    }
+    let _ = shared.heads.set(head);
+    let coefficients = shared.coefficients()?;
+    let at = (middle - window.y0) * shared.image.geometry.out_width as usize;
+    let (mut tops, mut bottoms): (Vec<_>, Vec<_>) = targets
+        .iter_mut()
+        .map(|target| target.split_at_mut(at))
+        .unzip();
+    shared.image.render(&coefficients, shared.top, &mut tops)?;
+    if !shared.bottom_claimed.swap(true, Ordering::AcqRel) {
+        return shared
+            .image
+            .render(&coefficients, shared.bottom, &mut bottoms);
+    }
+    let rows = wait(&shared.bottom_rows).as_ref()?;
+    let plane = rows.len() / bottoms.len().max(1);
+    for (target, rows) in bottoms.iter_mut().zip(rows.chunks_exact(plane.max(1))) {
+        target.copy_from_slice(rows);
+    }
+    Some(())
+}
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -326,18 +326,20 @@ pub fn tail(jpeg: &Jpeg, split: &Split) -> Part {
     part
 }
 
-/// The two parts as one scan, or `None` when the head decoded everything (or the tail found the
-/// file corrupt: `Err`).
+/// The two parts as one scan (the head's alone when it decoded everything; `tail` is only
+/// called when the tail's part is needed), or `Err` when the tail found the file corrupt.
 pub fn join<'a>(
     jpeg: &Jpeg,
     split: &Split,
     head: &'a Part,
-    tail: &'a Part,
+    tail: impl FnOnce() -> &'a Part,
 ) -> Result<Coefficients<'a>, Fallback> {
     let met = split.met.load(Ordering::Acquire);
     if met == 0 {
         return Ok(Coefficients { head, tail: None });
     }
+    // They met: the tail's blocks are needed (it has got that far, it is running).
+    let tail = tail();
     if split.corrupt.load(Ordering::Acquire) {
         return Err(Fallback::Corrupt);
     }

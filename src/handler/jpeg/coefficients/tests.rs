@@ -45,7 +45,7 @@ fn every_tail_start_gives_the_sequential_blocks() {
                 let head = head(&jpeg, needed, Some(&split)).unwrap();
                 (head, tail.join().unwrap())
             });
-            let joined = join(&jpeg, &split, &head, &tail).unwrap();
+            let joined = join(&jpeg, &split, &head, || &tail).unwrap();
             met += usize::from(joined.tail.is_some());
             for index in 0..needed {
                 let slot = index % per_mcu;
