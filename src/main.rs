@@ -51,9 +51,15 @@ fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     } else {
         config.io_threads
     };
+    // A photo's second decoding thread (handler/photo) is I/O-side work too.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .thread_name(|index| format!("oxserve-photo-{index}"))
+        .start_handler(|_| oxserve::cores::defer_to_workers())
+        .build_global();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("oxserve-io")
+        .on_thread_start(oxserve::cores::defer_to_workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

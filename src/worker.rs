@@ -164,6 +164,9 @@ fn worker_loop(
     stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
+    // This thread may have been started by an I/O thread; its runs and ONNX Runtime's threads
+    // (started from here) must not wait behind I/O.
+    crate::cores::compete_normally();
     let building = Instant::now();
     let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,
