@@ -283,43 +283,6 @@ async fn oversized_bodies_answer_413_while_streaming() {
     server.stop().await;
 }
 
-/// Polls how many of the `slow` model's requests workers have taken (metrics API) and how many
-/// wait in its queue (describe API) until `done` holds.
-async fn wait_for(server: &TestServer, what: &str, done: impl Fn(f64, u64) -> bool) {
-    let client = reqwest::Client::new();
-    for _ in 0..500 {
-        let text = client
-            .get(server.metrics("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let taken = if text.contains("oxserve_queue_seconds_count{model_name=\"slow\"") {
-            metric(&text, "oxserve_queue_seconds_count", "slow")
-        } else {
-            0.0
-        };
-        let described: Value = client
-            .get(server.management("/models/slow"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let pending = described[0]["jobQueueStatus"]["pendingRequests"]
-            .as_u64()
-            .unwrap();
-        if done(taken, pending) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("waited 10 s for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_at_once_and_recovers() {
     let server = TestServer::start(
@@ -335,8 +298,9 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
         let (client, url) = (client.clone(), url.clone());
         async move { post_json(&client, &url, json!({"n": [1500]})).await }
     });
-    wait_for(
+    common::wait_for_queue(
         &server,
+        "slow",
         "the worker to take the first request",
         |taken, pending| taken == 1.0 && pending == 0,
     )
@@ -346,9 +310,12 @@ async fn a_full_queue_answers_503_at_once_and_recovers() {
         let (client, url) = (client.clone(), url.clone());
         async move { post_json(&client, &url, json!({"n": [10]})).await }
     });
-    wait_for(&server, "the second request to be queued", |_, pending| {
-        pending == 1
-    })
+    common::wait_for_queue(
+        &server,
+        "slow",
+        "the second request to be queued",
+        |_, pending| pending == 1,
+    )
     .await;
     let started = Instant::now();
     let (status, body) = post_json(&client, &url, json!({"n": [10]})).await;

@@ -338,7 +338,13 @@ async fn scale_down_and_unregister_finish_in_flight_requests() {
         })
     };
     let running: Vec<_> = (0..4).map(|_| send(700)).collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::wait_for_queue(
+        &server,
+        "slow",
+        "the 4 requests to arrive",
+        |taken, pending| taken + pending as f64 == 4.0,
+    )
+    .await;
     let (status, _) = call(
         Method::PUT,
         server.management("/models/slow?min_worker=1&synchronous=true"),
@@ -353,7 +359,13 @@ async fn scale_down_and_unregister_finish_in_flight_requests() {
         );
     }
     let running: Vec<_> = (0..3).map(|_| send(700)).collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::wait_for_queue(
+        &server,
+        "slow",
+        "the 3 more requests to arrive",
+        |taken, pending| taken + pending as f64 == 7.0,
+    )
+    .await;
     let (status, _) = call(Method::DELETE, server.management("/models/slow")).await;
     assert_eq!(status, 200);
     for request in running {

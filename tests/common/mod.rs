@@ -208,6 +208,51 @@ impl TestServer {
     }
 }
 
+/// Polls how many of `model`'s requests workers have taken (`oxserve_queue_seconds_count`, on
+/// the metrics API) and how many wait in its queue (`pendingRequests`, describe API) until `done`
+/// holds: tests wait for the server's own account, not for a fixed time that a loaded machine
+/// may overrun.
+pub async fn wait_for_queue(
+    server: &TestServer,
+    model: &str,
+    what: &str,
+    done: impl Fn(f64, u64) -> bool,
+) {
+    let client = reqwest::Client::new();
+    let series = format!("oxserve_queue_seconds_count{{model_name=\"{model}\"");
+    for _ in 0..500 {
+        let text = client
+            .get(server.metrics("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let taken = if text.contains(&series) {
+            metric(&text, "oxserve_queue_seconds_count", model)
+        } else {
+            0.0
+        };
+        let described: serde_json::Value = client
+            .get(server.management(&format!("/models/{model}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let pending = described[0]["jobQueueStatus"]["pendingRequests"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no pendingRequests in {described}"));
+        if done(taken, pending) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("waited 10 s for {what}");
+}
+
 /// Reads one metric's value from Prometheus text.
 pub fn metric(text: &str, name: &str, model: &str) -> f64 {
     text.lines()
