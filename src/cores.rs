@@ -11,15 +11,15 @@
 //! cores) nothing polls.
 //!
 //! Under load the opposite holds: the cores are the workers', and a woken I/O thread should wait
-//! for one instead of taking it. The runtime's threads (and the photo decoders) therefore run
-//! under Linux's `SCHED_BATCH` policy ([`defer_to_workers`]): the same fair share of CPU time,
-//! but a wake-up never preempts the thread on the core; it waits for the next scheduler tick or
-//! for a core to go idle, and an idle core takes it at once. A lone request sees no difference;
-//! under load an I/O thread handles several connections per turn instead of interrupting a run
-//! for each of them. Measured on the 2-core VM, the digits CNN at concurrency 64: ~7 % more
-//! requests/s (A/B in alternate windows of one server) and half the load generator's CPU per
-//! request (it, too, is woken less often). Workers reset their own policy ([`compete_normally`]):
-//! threads inherit it from the thread that starts them.
+//! for one instead of taking it. The runtime's threads, the photo decoders and the log writers
+//! therefore run under Linux's `SCHED_BATCH` policy ([`defer_to_workers`]): the same fair share
+//! of CPU time, but a wake-up never preempts the thread on the core; it waits for the next
+//! scheduler tick or for a core to go idle, and an idle core takes it at once. A lone request
+//! sees no difference; under load an I/O thread handles several connections per turn instead of
+//! interrupting a run for each of them. Measured on the 2-core VM, the digits CNN at concurrency
+//! 64: ~7 % more requests/s (A/B in alternate windows of one server) and half the load
+//! generator's CPU per request (it, too, is woken less often). Workers reset their own policy
+//! ([`compete_normally`]): threads inherit it from the thread that starts them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
