@@ -82,16 +82,7 @@ pub fn butterfly<T: Lane>(x: [T; 8]) -> [T; 8] {
     let o1 = o1.mul(FIX_2_053119869).add(z2).add(z4);
     let o2 = o2.mul(FIX_3_072711026).add(z2).add(z3);
     let o3 = o3.mul(FIX_1_501321110).add(z1).add(z4);
-    [
-        tmp10.add(o3),
-        tmp11.add(o2),
-        tmp12.add(o1),
-        tmp13.add(o0),
-        tmp13.sub(o0),
-        tmp12.sub(o1),
-        tmp11.sub(o2),
-        tmp10.sub(o3),
-    ]
+    outputs([tmp10, tmp11, tmp12, tmp13], [o0, o1, o2, o3])
 }
 
 /// [`butterfly`] of `[x0, x1, x2, x3, 0, 0, 0, 0]`, with the products of the zeros left out:
@@ -114,6 +105,12 @@ pub fn butterfly4<T: Lane>(x: [T; 4]) -> [T; 8] {
     let o1 = z2.add(z4);
     let o2 = o2.mul(FIX_3_072711026).add(z2).add(z3);
     let o3 = o3.mul(FIX_1_501321110).add(z1).add(z4);
+    outputs([tmp10, tmp11, tmp12, tmp13], [o0, o1, o2, o3])
+}
+
+/// jidctint's final butterfly: the even part's sums `tmp10..tmp13` with the odd part's `o0..o3`.
+#[inline(always)]
+fn outputs<T: Lane>([tmp10, tmp11, tmp12, tmp13]: [T; 4], [o0, o1, o2, o3]: [T; 4]) -> [T; 8] {
     [
         tmp10.add(o3),
         tmp11.add(o2),
