@@ -444,14 +444,7 @@ async fn batches_form_under_load_and_every_request_gets_its_own_answer() {
         assert_eq!(status, 200);
         expected.push(body["output"][0].clone());
     }
-    let metrics_before = client
-        .get(server.metrics("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics_before = server.metrics_text().await;
     let batches_before = metric(&metrics_before, "oxserve_batches_total", "mlp");
     let tasks: Vec<_> = inputs
         .iter()
@@ -471,14 +464,7 @@ async fn batches_form_under_load_and_every_request_gets_its_own_answer() {
             );
         }
     }
-    let text = client
-        .get(server.metrics("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.metrics_text().await;
     let batches = metric(&text, "oxserve_batches_total", "mlp") - batches_before;
     assert!(
         batches < 24.0,

@@ -197,6 +197,18 @@ impl TestServer {
         format!("http://{address}{path}")
     }
 
+    /// The metrics API's Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::Client::new()
+            .get(self.metrics("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops the server and waits until it has finished.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
@@ -221,14 +233,7 @@ pub async fn wait_for_queue(
     let client = reqwest::Client::new();
     let series = format!("oxserve_queue_seconds_count{{model_name=\"{model}\"");
     for _ in 0..500 {
-        let text = client
-            .get(server.metrics("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics_text().await;
         let taken = if text.contains(&series) {
             metric(&text, "oxserve_queue_seconds_count", model)
         } else {
