@@ -261,6 +261,7 @@ fn two_threads(
     }
     Some(())
 }
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

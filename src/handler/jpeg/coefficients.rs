@@ -31,11 +31,9 @@ pub struct Part {
 
 impl Part {
     fn with_capacity(blocks: usize) -> Part {
-        let mut last = scratch::bytes(blocks);
-        last.clear();
         Part {
             blocks: scratch::blocks(blocks),
-            last,
+            last: scratch::empty_bytes(blocks),
             predictions: [0; 3],
             restarts: Vec::new(),
         }

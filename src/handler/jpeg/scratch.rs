@@ -1,5 +1,6 @@
 //! Buffers kept between images, shared by all threads (a helper thread's buffers are often freed
-//! by the thread it helped). A photo's coefficient blocks, planes and pixels take a few MiB; allocated afresh, each is a new mapping from the kernel, zeroed page by page and unmapped
+//! by the thread it helped). A photo's coefficient blocks, planes and pixels take a few MiB;
+//! allocated afresh, each is a new mapping from the kernel, zeroed page by page and unmapped
 //! again on free (glibc maps large blocks), and those page faults cost more than the decoding
 //! they serve. Reused, they cost nothing. What a buffer held before is overwritten by whoever
 //! takes it (every plane and pixel is written), so it is never cleared.
@@ -28,9 +29,18 @@ pub fn bytes(len: usize) -> Vec<u8> {
     buffer
 }
 
+/// An empty byte buffer with room for `capacity` bytes.
+pub fn empty_bytes(capacity: usize) -> Vec<u8> {
+    empty(&BYTES, capacity)
+}
+
 /// An empty buffer with room for `capacity` coefficient blocks.
 pub fn blocks(capacity: usize) -> Vec<[i16; 64]> {
-    let mut buffer = with(&BLOCKS, |kept| take(kept, capacity)).unwrap_or_default();
+    empty(&BLOCKS, capacity)
+}
+
+fn empty<T>(pool: &Mutex<Vec<Vec<T>>>, capacity: usize) -> Vec<T> {
+    let mut buffer = with(pool, |kept| take(kept, capacity)).unwrap_or_default();
     buffer.clear();
     buffer.reserve(capacity);
     buffer
