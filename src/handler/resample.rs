@@ -10,8 +10,11 @@
 //!
 //! Speed: the horizontal pass (most of the work) runs 8 source rows at a time over a transposed
 //! block, so that every tap is one wide multiply-add; the whole resize is compiled a second time
-//! for AVX2 (the RGB transposition and inner loop with intrinsics, in `avx2.rs`) and picked at run
-//! time.
+//! for AVX2 and picked at run time. With AVX2 the RGB transposition and both passes' inner loops
+//! are intrinsics (`avx2.rs`): the weights are split into two 16-bit parts, so that `pmaddwd`
+//! does two taps per instruction where a 32-bit multiply did one in two micro-ops, exactly (see
+//! [`SplitWeights`]), and the horizontal pass transposes its outputs back into rows 8 pixels at
+//! a time instead of storing them one by one (which had become most of its time).
 
 /// Pillow's fixed-point precision for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -92,6 +95,56 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
     }
 }
 
+/// A pass's weights as `pmaddwd` (16-bit × 16-bit, adjacent products summed) takes them, for
+/// the AVX2 loops: each 22-bit weight `w` split into `w >> 11` and `w & 2047`, both of which fit
+/// 16 bits, taps paired, each pair's two halves in one 32-bit word (the first tap low). An odd
+/// count's last pair has a zero second weight. The sums of the two parts' products, the first
+/// shifted left by 11, give Pillow's sum exactly: modulo 2^32 every step is exact, and Pillow's
+/// own 32-bit sum holds the result.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct SplitWeights {
+    /// Pairs per output position (the row stride of `high` and `low`).
+    stride: usize,
+    high: Vec<i32>,
+    low: Vec<i32>,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl SplitWeights {
+    /// Bits in the low part.
+    const LOW_BITS: u32 = 11;
+
+    fn new(coefficients: &Coefficients) -> SplitWeights {
+        let stride = coefficients.stride.div_ceil(2);
+        let outputs = coefficients.bounds.len();
+        let (mut high, mut low) = (vec![0; outputs * stride], vec![0; outputs * stride]);
+        // Two's complement 16-bit halves: the high part of a negative weight is negative.
+        let split = |weight: i32| {
+            (
+                (weight >> Self::LOW_BITS) as u16,
+                (weight & ((1 << Self::LOW_BITS) - 1)) as u16,
+            )
+        };
+        for (out, &(_, count)) in coefficients.bounds.iter().enumerate() {
+            let taps = &coefficients.weights[out * coefficients.stride..][..count];
+            for (pair, weights) in taps.chunks(2).enumerate() {
+                let first = split(weights[0]);
+                let second = weights.get(1).map_or((0, 0), |&weight| split(weight));
+                let word = |a: u16, b: u16| (u32::from(a) | u32::from(b) << 16) as i32;
+                high[out * stride + pair] = word(first.0, second.0);
+                low[out * stride + pair] = word(first.1, second.1);
+            }
+        }
+        SplitWeights { stride, high, low }
+    }
+
+    /// Output position `out`'s pairs: high parts, low parts.
+    fn of(&self, out: usize, count: usize) -> (&[i32], &[i32]) {
+        let range = out * self.stride..out * self.stride + count.div_ceil(2);
+        (&self.high[range.clone()], &self.low[range])
+    }
+}
+
 /// Pillow's `clip8` (255 from 2^30 up, 0 at or below 0, else the top byte of the sum), in a
 /// branch-free form that vectorises: sums ≥ 2^30 shift to ≥ 256 and sums ≤ 0 to ≤ 0.
 #[inline(always)]
@@ -135,6 +188,8 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
     let out_row_len = (window.x1 - window.x0) * P;
     let rows = source_rows.len() / (width * C);
     let mut block = vec![0u8; columns * L];
+    #[cfg(target_arch = "x86_64")]
+    let split = (AVX2 && P == 4 && L == 32).then(|| SplitWeights::new(coefficients));
     for block_start in (0..rows).step_by(BLOCK_ROWS) {
         let block_rows = BLOCK_ROWS.min(rows - block_start);
         let block_source = &source_rows[block_start * width * C..];
@@ -155,7 +210,26 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
             let rest = &mut block[done * L..];
             transpose_row::<C, P, L>(&source[skip..], rest, columns - done, row);
         }
-        for (index, out) in (window.x0..window.x1).enumerate() {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(split), BLOCK_ROWS) = (&split, block_rows) {
+            #[allow(unsafe_code)]
+            // SAFETY: `split` is only made on the path `resize_window` takes after checking that
+            // the CPU has AVX2.
+            {
+                done = unsafe {
+                    avx2::horizontal_block_split(
+                        split,
+                        &coefficients.bounds,
+                        (first_column, window.x0..window.x1),
+                        &block,
+                        &mut temp[block_start * out_row_len..],
+                        out_row_len,
+                    )
+                };
+            }
+        }
+        for (index, out) in (window.x0..window.x1).enumerate().skip(done) {
             let (start, count) = coefficients.bounds[out];
             let taps =
                 &coefficients.weights[out * coefficients.stride..out * coefficients.stride + count];
@@ -375,24 +449,43 @@ fn resize<const AVX2: bool>(
         };
     };
     // Vertical pass over the window's rows, a whole row at a time: each tap adds one contiguous
-    // source row into the accumulators, which the compiler vectorises.
+    // source row into the accumulators, which the compiler vectorises. With AVX2, 32 bytes of
+    // the row at a time over all the taps, the sums kept in registers; the rest as before.
     let mut out = vec![0u8; (window.y1 - window.y0) * row_len];
     let mut sums = vec![0i32; row_len];
+    #[cfg(target_arch = "x86_64")]
+    let (split, mut rows) = (
+        AVX2.then(|| SplitWeights::new(&vertical)),
+        Vec::with_capacity(vertical.stride),
+    );
     for (row, out_row) in (window.y0..window.y1).enumerate() {
         let (start, count) = vertical.bounds[out_row];
         let taps = &vertical.weights[out_row * vertical.stride..out_row * vertical.stride + count];
+        let source_row = |tap: usize| {
+            let index = start - first_row + tap;
+            &temp[index * row_len..(index + 1) * row_len]
+        };
+        let out = &mut out[row * row_len..(row + 1) * row_len];
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(split) = &split {
+            rows.clear();
+            rows.extend((0..count).map(source_row));
+            #[allow(unsafe_code)]
+            // SAFETY: `split` is only made on the path `resize_window` takes after checking that
+            // the CPU has AVX2.
+            {
+                done = unsafe { avx2::vertical_row_split(&rows, split.of(out_row, count), out) };
+            }
+        }
+        let sums = &mut sums[done..];
         sums.fill(1 << (PRECISION_BITS - 1));
         for (tap, &weight) in taps.iter().enumerate() {
-            let source_row = start - first_row + tap;
-            let source = &temp[source_row * row_len..(source_row + 1) * row_len];
-            for (sum, &value) in sums.iter_mut().zip(source) {
+            for (sum, &value) in sums.iter_mut().zip(&source_row(tap)[done..]) {
                 *sum += i32::from(value) * weight;
             }
         }
-        for (slot, &sum) in out[row * row_len..(row + 1) * row_len]
-            .iter_mut()
-            .zip(&sums)
-        {
+        for (slot, &sum) in out[done..].iter_mut().zip(sums.iter()) {
             *slot = clip8(sum);
         }
     }

@@ -126,6 +126,62 @@ fn blocked_passes_equal_the_pixel_by_pixel_reference() {
     }
 }
 
+/// The split weights' sums (see `SplitWeights`) stay exact where they are largest: extreme
+/// pixel values, and shrinks so strong that hundreds of taps add up, on either axis.
+#[test]
+fn extreme_pixels_and_long_filters_equal_the_reference() {
+    for (width, height, out_width, out_height) in [
+        (2000, 24, 3, 24),
+        (24, 2000, 24, 3),
+        (1601, 17, 8, 5),
+        (64, 64, 9, 7),
+    ] {
+        let channels = 3;
+        let image: Vec<u8> = (0..width * height * channels)
+            .map(|index| match (index / channels) % 5 {
+                0 | 1 | 3 => 255,
+                2 => 0,
+                _ => (index % 256) as u8,
+            })
+            .collect();
+        let window = Window {
+            x0: 0,
+            x1: out_width,
+            y0: 0,
+            y1: out_height,
+        };
+        let ours = compact(
+            resize_window(
+                &image,
+                (width, height, channels),
+                (out_width, out_height),
+                window,
+            ),
+            channels,
+        );
+        let reference =
+            reference_resize(&image, (width, height, channels), (out_width, out_height));
+        assert!(
+            ours == reference,
+            "{width}x{height} -> {out_width}x{out_height} differs"
+        );
+        let white = vec![255u8; width * height * channels];
+        let resized = compact(
+            resize_window(
+                &white,
+                (width, height, channels),
+                (out_width, out_height),
+                window,
+            ),
+            channels,
+        );
+        assert!(
+            resized.iter().all(|&value| value == 255),
+            "white stays white"
+        );
+    }
+}
+
 #[test]
 fn a_window_equals_the_same_part_of_the_full_resize() {
     let image: Vec<u8> = (0..37 * 23 * 3)
