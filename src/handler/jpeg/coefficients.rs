@@ -153,8 +153,37 @@ pub fn serial(jpeg: &Jpeg, needed: usize) -> Result<Part, Fallback> {
     head(jpeg, needed, None)
 }
 
-/// The head: blocks from the start until it meets the tail (or all `needed` of them).
-pub fn head(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, Fallback> {
+/// Defines `$name` as `$inner` (an `#[inline(always)]` function with the same arguments),
+/// compiled a second time with BMI2 and that copy run when the CPU has it. The entropy decoder's
+/// critical path is a chain of variable shifts (peek, consume) and table loads: BMI2's
+/// `shlx`/`shrx` are one micro-op without the flags dependency of `shl cl`.
+macro_rules! with_bmi2 {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $type:ty),*) -> $output:ty = $inner:ident) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $type),*) -> $output {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("bmi2") {
+                #[allow(unsafe_code)]
+                #[target_feature(enable = "bmi2")]
+                unsafe fn bmi2($($arg: $type),*) -> $output {
+                    $inner($($arg),*)
+                }
+                #[allow(unsafe_code)]
+                // SAFETY: the CPU has BMI2 (checked above); the function is safe Rust.
+                return unsafe { bmi2($($arg),*) };
+            }
+            $inner($($arg),*)
+        }
+    };
+}
+
+with_bmi2! {
+    /// The head: blocks from the start until it meets the tail (or all `needed` of them).
+    head(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, Fallback> = head_on
+}
+
+#[inline(always)]
+fn head_on(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, Fallback> {
     let scan: &Scan = &jpeg.scan;
     let components = slot_tables(jpeg);
     let per_mcu = components.len();
@@ -170,9 +199,14 @@ pub fn head(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, F
     // The tail's record the head compares with next; `None` once there is nothing to meet.
     let mut cursor = split.map(|_| 0usize);
     let split_bits = split.map_or(usize::MAX, |split| split.start * 8);
+    // Counters instead of `index % per_mcu` and `index % restart`: a division per block is
+    // measurable here.
+    let mut slot = per_mcu - 1;
+    let mut to_restart = restart;
     for index in 0..needed {
-        let slot = index % per_mcu;
-        if restart > 0 && index > 0 && index % restart == 0 {
+        slot = if slot + 1 == per_mcu { 0 } else { slot + 1 };
+        if restart > 0 && to_restart == 0 {
+            to_restart = restart;
             if reader.bit_position() > scan.intervals[interval + 1] * 8
                 || interval + 2 >= scan.intervals.len()
             {
@@ -200,6 +234,7 @@ pub fn head(jpeg: &Jpeg, needed: usize, split: Option<&Split>) -> Result<Part, F
                 }
             }
         }
+        to_restart = to_restart.wrapping_sub(1);
         let component = components[slot];
         let (dc, ac) = jpeg.tables(component);
         part.blocks.push([0; 64]);
@@ -264,9 +299,14 @@ fn meet(split: &Split, mut cursor: usize, position: usize, slot: usize) -> Meeti
     }
 }
 
-/// The tail: blocks from `split.start` until the head meets it and the needed blocks are done,
-/// or the data ends, or the head goes on alone.
-pub fn tail(jpeg: &Jpeg, split: &Split) -> Part {
+with_bmi2! {
+    /// The tail: blocks from `split.start` until the head meets it and the needed blocks are
+    /// done, or the data ends, or the head goes on alone.
+    tail(jpeg: &Jpeg, split: &Split) -> Part = tail_on
+}
+
+#[inline(always)]
+fn tail_on(jpeg: &Jpeg, split: &Split) -> Part {
     let scan = &jpeg.scan;
     let components = slot_tables(jpeg);
     let per_mcu = components.len();
@@ -302,7 +342,7 @@ pub fn tail(jpeg: &Jpeg, split: &Split) -> Part {
             Ok(last) => {
                 split.starts[index].store((position as u64) << 8 | slot as u64, Ordering::Relaxed);
                 part.push(&block, last);
-                slot = (slot + 1) % per_mcu;
+                slot = if slot + 1 == per_mcu { 0 } else { slot + 1 };
             }
             Err(Corrupt) if target != usize::MAX => {
                 // Past the meeting point the tail decodes real blocks: the file is corrupt.
