@@ -16,11 +16,16 @@
 //! [`SplitWeights`]), and the horizontal pass transposes its outputs back into rows 8 pixels at
 //! a time instead of storing them one by one (which had become most of its time).
 
+use std::sync::{Arc, Mutex, OnceLock};
+
 /// Pillow's fixed-point precision for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
 /// Filter taps of every output position along one axis.
 struct Coefficients {
+    /// The weights split for the AVX2 loops, made when first needed.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    split: OnceLock<SplitWeights>,
     /// Taps per output position (the row stride of `weights`).
     stride: usize,
     /// For each output position: first source index and tap count.
@@ -30,6 +35,11 @@ struct Coefficients {
 }
 
 impl Coefficients {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn split(&self) -> &SplitWeights {
+        self.split.get_or_init(|| SplitWeights::new(self))
+    }
+
     /// The source positions that output positions `from..to` read: `first..last`.
     fn span(&self, from: usize, to: usize) -> (usize, usize) {
         let (start, count) = self.bounds[to - 1];
@@ -55,8 +65,32 @@ fn triangle(x: f64) -> f64 {
     }
 }
 
+/// Sizes whose coefficients are kept: a model's photos mostly come in a few sizes, and each
+/// image needs them several times (where to decode, then each thread's two passes).
+const KEPT_SIZES: usize = 8;
+
+/// [`compute_coefficients`], computed once per size pair while it stays among the last
+/// [`KEPT_SIZES`] used: with the divisions of every weight it took 2 % of a photo's time.
+fn coefficients(in_size: usize, out_size: usize) -> Arc<Coefficients> {
+    static KEPT: Mutex<Vec<(usize, usize, Arc<Coefficients>)>> = Mutex::new(Vec::new());
+    let lock = || KEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((.., found)) = lock()
+        .iter()
+        .find(|(input, output, _)| (*input, *output) == (in_size, out_size))
+    {
+        return Arc::clone(found);
+    }
+    let computed = Arc::new(compute_coefficients(in_size, out_size));
+    let mut kept = lock();
+    if kept.len() >= KEPT_SIZES {
+        kept.remove(0);
+    }
+    kept.push((in_size, out_size, Arc::clone(&computed)));
+    computed
+}
+
 /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for a full-range box.
-fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
+fn compute_coefficients(in_size: usize, out_size: usize) -> Coefficients {
     let scale = in_size as f64 / out_size as f64;
     let filter_scale = scale.max(1.0);
     let support = filter_scale; // the bilinear filter's support is 1
@@ -89,6 +123,7 @@ fn coefficients(in_size: usize, out_size: usize) -> Coefficients {
         bounds.push((min, count));
     }
     Coefficients {
+        split: OnceLock::new(),
         stride,
         bounds,
         weights,
@@ -189,7 +224,7 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
     let rows = source_rows.len() / (width * C);
     let mut block = vec![0u8; columns * L];
     #[cfg(target_arch = "x86_64")]
-    let split = (AVX2 && P == 4 && L == 32).then(|| SplitWeights::new(coefficients));
+    let split = (AVX2 && P == 4 && L == 32).then(|| coefficients.split());
     for block_start in (0..rows).step_by(BLOCK_ROWS) {
         let block_rows = BLOCK_ROWS.min(rows - block_start);
         let block_source = &source_rows[block_start * width * C..];
@@ -455,7 +490,7 @@ fn resize<const AVX2: bool>(
     let mut sums = vec![0i32; row_len];
     #[cfg(target_arch = "x86_64")]
     let (split, mut rows) = (
-        AVX2.then(|| SplitWeights::new(&vertical)),
+        AVX2.then(|| vertical.split()),
         Vec::with_capacity(vertical.stride),
     );
     for (row, out_row) in (window.y0..window.y1).enumerate() {
