@@ -3,14 +3,15 @@
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_cvtepi16_epi32,
-    _mm256_loadu_si256, _mm256_mullo_epi32, _mm256_or_si256, _mm256_packs_epi32,
-    _mm256_packus_epi16, _mm256_permute2x128_si256, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
-    _mm256_set_m128i, _mm256_setr_epi16, _mm256_setr_epi32, _mm256_slli_epi32, _mm256_srai_epi32,
-    _mm256_storeu_si256, _mm256_sub_epi32, _mm256_testz_si256, _mm256_unpackhi_epi32,
-    _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_add_epi32,
-    _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_loadu_si128, _mm_mullo_epi32, _mm_set1_epi32,
-    _mm_slli_epi32, _mm_srai_epi32, _mm_sub_epi32,
+    __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
+    _mm256_cvtepi16_epi32, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32,
+    _mm256_or_si256, _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
+    _mm256_set1_epi32, _mm256_set_m128i, _mm256_setr_epi16, _mm256_setr_epi8, _mm256_shuffle_epi8,
+    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_sub_epi32, _mm256_testz_si256,
+    _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64,
+    _mm_add_epi32, _mm_castsi128_pd, _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_loadu_si128,
+    _mm_mullo_epi32, _mm_set1_epi32, _mm_slli_epi32, _mm_srai_epi32, _mm_storeh_pd,
+    _mm_storel_epi64, _mm_sub_epi32,
 };
 
 use super::{butterfly, butterfly4, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
@@ -178,28 +179,51 @@ unsafe fn sparse_columns(block: &[i16; 64], quant: &[i32; 64]) -> [V; 8] {
     ])
 }
 
-/// Descales the row pass's outputs, range-limits them and writes the 8×8 pixels.
+/// Descales the row pass's outputs, range-limits them and writes the 8×8 pixels. The outputs
+/// are columns (lanes are rows): they are packed to bytes first and transposed as bytes, which
+/// takes 10 shuffles where transposing 32-bit words and then packing took 32.
 #[inline(always)]
 unsafe fn store(columns: [V; 8], out: &mut [u8], stride: usize) {
-    let pixels = transpose(columns.map(|value| unsafe {
+    assert!(out.len() >= 7 * stride + 8, "room for the 8x8 block");
+    let [c0, c1, c2, c3, c4, c5, c6, c7] = columns.map(|value| {
         let value = descale::<{ PASS2_SHIFT as i32 }>(value).0;
         // libjpeg's range limit: the value modulo 1024 as a signed 10-bit number, plus 128;
         // the packs below clamp it to 0..=255.
         let wrapped = _mm256_srai_epi32::<22>(_mm256_slli_epi32::<22>(value));
-        V(_mm256_add_epi32(wrapped, _mm256_set1_epi32(128)))
-    }));
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for half in 0..2 {
-        let [a, b, c, d] = [0, 1, 2, 3].map(|row| pixels[half * 4 + row].0);
-        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-        let mut words = [0u64; 4];
-        _mm256_storeu_si256(
-            words.as_mut_ptr().cast(),
-            _mm256_permutevar8x32_epi32(bytes, order),
-        );
-        for (row, word) in words.iter().enumerate() {
-            let start = (half * 4 + row) * stride;
-            out[start..start + 8].copy_from_slice(&word.to_le_bytes());
+        _mm256_add_epi32(wrapped, _mm256_set1_epi32(128))
+    });
+    // Per 128-bit half (rows 0-3, then rows 4-7): bytes `4 × column + row`, columns 0-3 in the
+    // first register and 4-7 in the second.
+    let left = _mm256_packus_epi16(_mm256_packs_epi32(c0, c1), _mm256_packs_epi32(c2, c3));
+    let right = _mm256_packus_epi16(_mm256_packs_epi32(c4, c5), _mm256_packs_epi32(c6, c7));
+    // Each half's 4×4 transposed: bytes `4 × row + column`.
+    #[rustfmt::skip]
+    let transpose = _mm256_setr_epi8(
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+        0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+    );
+    let (left, right) = (
+        _mm256_shuffle_epi8(left, transpose),
+        _mm256_shuffle_epi8(right, transpose),
+    );
+    // A row's 4 left bytes, then its 4 right ones: rows 0, 1 | 4, 5 and rows 2, 3 | 6, 7.
+    let rows = [
+        _mm256_unpacklo_epi32(left, right),
+        _mm256_unpackhi_epi32(left, right),
+    ];
+    for (pair, rows) in rows.into_iter().enumerate() {
+        let halves = [
+            _mm256_castsi256_si128(rows),
+            _mm256_extracti128_si256::<1>(rows),
+        ];
+        for (half, two_rows) in halves.into_iter().enumerate() {
+            let row = half * 4 + pair * 2;
+            // SAFETY: rows `row` and `row + 1` (at most 7) are 8 bytes inside `out` (asserted).
+            unsafe {
+                let at = out.as_mut_ptr().add(row * stride);
+                _mm_storel_epi64(at.cast(), two_rows);
+                _mm_storeh_pd(at.add(stride).cast(), _mm_castsi128_pd(two_rows));
+            }
         }
     }
 }
