@@ -294,6 +294,7 @@ impl Jpeg {
         for bx in plane.bx0..plane.bx1 {
             let slot = self.layout.first_slot[index] + v * component.h + h;
             let at = (mcu_y * mcus_x + mcu_x) * per_mcu + slot;
+            coefficients.prefetch(at + PREFETCH_MCUS * per_mcu);
             let (block, last, dc_offset) = coefficients.block(at, slot).ok_or(Fallback::Corrupt)?;
             let start = (by - plane.by0) * 8 * plane.stride + (bx - plane.bx0) * 8;
             let out = &mut plane.data[start..];
@@ -359,6 +360,9 @@ fn plan(header: &Header, region: Region) -> Vec<Plane> {
         })
         .collect()
 }
+
+/// How far ahead of the transform its blocks are prefetched, in MCUs along the row.
+const PREFETCH_MCUS: usize = 2;
 
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -86,6 +86,32 @@ impl<'a> Coefficients<'a> {
     }
 }
 
+impl Coefficients<'_> {
+    /// Asks the CPU to bring block `index` into its cache (nothing when it is not decoded). The
+    /// blocks are megabytes written by the entropy decoder earlier, mostly out of the nearer
+    /// caches when the transform reads them: without this, a quarter of the transform's time
+    /// went to the loads of its blocks.
+    #[inline(always)]
+    pub fn prefetch(&self, index: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((block, ..)) = self.block(index, 0) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let pointer = block.as_ptr().cast::<i8>();
+            // The block's 128 bytes span two cache lines, or three (a block is only 2-aligned).
+            for offset in [0, 64, 127] {
+                #[allow(unsafe_code)]
+                // SAFETY: a prefetch reads nothing and never faults; the offsets are inside
+                // the block.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(pointer.add(offset))
+                };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = index;
+    }
+}
+
 /// What the head and tail threads share.
 pub struct Split {
     /// The byte of the unstuffed scan the tail starts at.
