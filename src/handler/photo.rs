@@ -21,6 +21,9 @@ use super::resample::Window;
 /// Scan blocks below which one thread is quicker than two (the hand-offs cost ~0.1 ms).
 const MIN_SPLIT_BLOCKS: usize = 3000;
 
+/// Files below which no helper is woken ahead (they are unlikely to be split).
+const MIN_SPLIT_BYTES: usize = 16 << 10;
+
 /// Photos being pre-processed now, across the server.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -56,6 +59,11 @@ fn prepare_on(
     settings: &ImagePreprocess,
     two: bool,
 ) -> Option<(Vec<f32>, u32, u32, usize)> {
+    if two && bytes.len() >= MIN_SPLIT_BYTES {
+        // Wakes a helper now: it searches for work a little while before it sleeps again, so
+        // the real hand-off below finds it awake instead of paying the wake-up once more.
+        rayon::spawn(|| {});
+    }
     let jpeg = Jpeg::open(bytes)
         .map_err(|reason| tracing::debug!(%reason, "JPEG left to the general decoder"))
         .ok()?;
