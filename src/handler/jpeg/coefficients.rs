@@ -38,11 +38,6 @@ impl Part {
             restarts: Vec::new(),
         }
     }
-
-    fn push(&mut self, block: &[i16; 64], last: usize) {
-        self.blocks.push(*block);
-        self.last.push(last as u8);
-    }
 }
 
 impl Drop for Part {
@@ -340,7 +335,6 @@ fn tail_on(jpeg: &Jpeg, split: &Split) -> Part {
     let mut part = Part::with_capacity(split.needed);
     let mut predictions = [0i32; 3];
     let mut reader = BitReader::new(&scan.data, split.start);
-    let mut block = [0i16; 64];
     let mut slot = 0;
     let mut target = usize::MAX;
     loop {
@@ -364,26 +358,33 @@ fn tail_on(jpeg: &Jpeg, split: &Split) -> Part {
         }
         let component = components[slot];
         let (dc, ac) = jpeg.tables(component);
-        match reader.block(dc, ac, &mut predictions[component], &mut block) {
+        // Decoded in place, as the head does: through a block on the stack, the copy and the
+        // clearing took ~15 % of the tail's time (680 µs for its half of a photo, 590 now).
+        part.blocks.push([0; 64]);
+        let Some(block) = part.blocks.last_mut() else {
+            break;
+        };
+        match reader.block(dc, ac, &mut predictions[component], block) {
             Ok(last) => {
                 split.starts[index].store((position as u64) << 8 | slot as u64, Ordering::Relaxed);
-                part.push(&block, last);
+                part.last.push(last as u8);
                 slot = if slot + 1 == per_mcu { 0 } else { slot + 1 };
             }
             Err(Corrupt) if target != usize::MAX => {
                 // Past the meeting point the tail decodes real blocks: the file is corrupt.
+                part.blocks.pop();
                 split.corrupt.store(true, Ordering::Release);
                 break;
             }
             Err(Corrupt) => {
                 // Not in step yet: start again a byte further on.
+                part.blocks.pop();
                 reader = BitReader::new(&scan.data, position / 8 + 1);
                 predictions = [0; 3];
                 slot = 0;
                 part.restarts.push(index);
             }
         }
-        block = [0; 64];
     }
     split.published.store(part.blocks.len(), Ordering::Release);
     split.finished.store(true, Ordering::Release);
