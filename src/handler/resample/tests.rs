@@ -9,6 +9,29 @@ fn compact(resized: Resized, channels: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The whole image resized, without the padding byte.
+fn resize_whole(
+    image: &[u8],
+    (width, height, channels): (usize, usize, usize),
+    (out_width, out_height): (usize, usize),
+) -> Vec<u8> {
+    let window = Window {
+        x0: 0,
+        x1: out_width,
+        y0: 0,
+        y1: out_height,
+    };
+    compact(
+        resize_window(
+            image,
+            (width, height, channels),
+            (out_width, out_height),
+            window,
+        ),
+        channels,
+    )
+}
+
 #[test]
 fn identity_and_flat_images_are_preserved() {
     let flat = vec![77u8; 40 * 30 * 3];
@@ -93,15 +116,7 @@ fn blocked_passes_equal_the_pixel_by_pixel_reference() {
                 y0: 0,
                 y1: out_height,
             };
-            let ours = compact(
-                resize_window(
-                    &image,
-                    (width, height, channels),
-                    (out_width, out_height),
-                    window,
-                ),
-                channels,
-            );
+            let ours = resize_whole(&image, (width, height, channels), (out_width, out_height));
             let reference =
                 reference_resize(&image, (width, height, channels), (out_width, out_height));
             assert!(
@@ -144,21 +159,7 @@ fn extreme_pixels_and_long_filters_equal_the_reference() {
                 _ => (index % 256) as u8,
             })
             .collect();
-        let window = Window {
-            x0: 0,
-            x1: out_width,
-            y0: 0,
-            y1: out_height,
-        };
-        let ours = compact(
-            resize_window(
-                &image,
-                (width, height, channels),
-                (out_width, out_height),
-                window,
-            ),
-            channels,
-        );
+        let ours = resize_whole(&image, (width, height, channels), (out_width, out_height));
         let reference =
             reference_resize(&image, (width, height, channels), (out_width, out_height));
         assert!(
@@ -166,15 +167,7 @@ fn extreme_pixels_and_long_filters_equal_the_reference() {
             "{width}x{height} -> {out_width}x{out_height} differs"
         );
         let white = vec![255u8; width * height * channels];
-        let resized = compact(
-            resize_window(
-                &white,
-                (width, height, channels),
-                (out_width, out_height),
-                window,
-            ),
-            channels,
-        );
+        let resized = resize_whole(&white, (width, height, channels), (out_width, out_height));
         assert!(
             resized.iter().all(|&value| value == 255),
             "white stays white"
