@@ -13,6 +13,8 @@
 //! - `detector`: `[{label: box, "score": s}]` above a threshold.
 //! - `tensor`: JSON tensors in and out, for any graph.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod classifier;
 mod detector;
 pub mod image;

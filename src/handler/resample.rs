@@ -223,7 +223,6 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
     let out_row_len = (window.x1 - window.x0) * P;
     let rows = source_rows.len() / (width * C);
     let mut block = vec![0u8; columns * L];
-    #[cfg(target_arch = "x86_64")]
     let split = (AVX2 && P == 4 && L == 32).then(|| coefficients.split());
     for block_start in (0..rows).step_by(BLOCK_ROWS) {
         let block_rows = BLOCK_ROWS.min(rows - block_start);
@@ -269,7 +268,8 @@ fn horizontal_pass<const C: usize, const P: usize, const L: usize, const AVX2: b
             let taps =
                 &coefficients.weights[out * coefficients.stride..out * coefficients.stride + count];
             let columns = &block[(start - first_column) * L..(start - first_column + count) * L];
-            let pixels = weighted_pixels::<P, L, AVX2>(taps, columns);
+            let halves = split.map(|split| split.of(out, count));
+            let pixels = weighted_pixels::<P, L>(taps, halves, columns);
             for (row, pixel) in pixels.iter().enumerate().take(block_rows) {
                 temp[(block_start + row) * out_row_len + index * P..][..P].copy_from_slice(pixel);
             }
@@ -310,24 +310,27 @@ fn transpose_row<const C: usize, const P: usize, const L: usize>(
 
 /// One output pixel for each of the block's rows: `Σ tap × column` over the taps, lane by lane,
 /// plus Pillow's rounding half, clipped to 8 bits. `columns` holds `taps.len()` columns of `L`
-/// bytes.
+/// bytes. With the taps' split weights (RGB blocks on the AVX2 path), the AVX2 sums.
 #[inline(always)]
-fn weighted_pixels<const P: usize, const L: usize, const AVX2: bool>(
+fn weighted_pixels<const P: usize, const L: usize>(
     taps: &[i32],
+    split: Option<(&[i32], &[i32])>,
     columns: &[u8],
 ) -> [[u8; P]; BLOCK_ROWS] {
     let mut pixels = [[0u8; P]; BLOCK_ROWS];
     #[cfg(target_arch = "x86_64")]
-    if AVX2 && P == 4 && L == 32 {
+    if let Some((high, low)) = split {
         #[allow(unsafe_code)]
-        // SAFETY: `AVX2` is only set on the path `resize_window` takes after checking that the
-        // CPU has AVX2.
-        let words = unsafe { avx2::weighted_pixels_32(taps, columns) };
+        // SAFETY: split weights are only made on the path `resize_window` takes after checking
+        // that the CPU has AVX2, for 32-byte columns.
+        let words = unsafe { avx2::split_words(high, low, columns) };
         for (pixel, word) in pixels.iter_mut().zip(words) {
             pixel.copy_from_slice(&word.to_le_bytes()[..P]);
         }
         return pixels;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = split;
     let mut sums = [1i32 << (PRECISION_BITS - 1); L];
     for (&weight, column) in taps.iter().zip(columns.chunks_exact(L)) {
         for (sum, &value) in sums.iter_mut().zip(column) {

@@ -2,50 +2,21 @@
 //! and the vertical pass's. The compiler's own code for them was the bottleneck (perf annotate):
 //! the transposition moved one 4-byte pixel per iteration of a bounds-checked loop (a third of the
 //! resize), the inner loop at 32 lanes came out fully unrolled and spilled to the stack, and the
-//! clip to 8 bits stayed scalar. The sums use the split weights (`SplitWeights`) with `pmaddwd`;
-//! `weighted_pixels_32`, with 32-bit multiplies, is left for the few output pixels of a block
-//! that do not make a group of 8.
+//! clip to 8 bits stayed scalar. The sums use the split weights (`SplitWeights`) with `pmaddwd`.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::{
-    __m256i, _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepu8_epi32,
-    _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_mullo_epi32,
-    _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
-    _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setr_epi8,
-    _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srai_epi32,
-    _mm256_storeu_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpackhi_epi8,
-    _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm256_unpacklo_epi8, _mm_srli_si128,
+    __m256i, _mm256_add_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_packs_epi32,
+    _mm256_packus_epi16, _mm256_permutevar8x32_epi32, _mm256_set1_epi32, _mm256_setr_epi32,
+    _mm256_setr_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_slli_epi32,
+    _mm256_srai_epi32, _mm256_storeu_si256, _mm256_unpackhi_epi8, _mm256_unpacklo_epi8,
 };
 
 use super::{SplitWeights, BLOCK_ROWS, PRECISION_BITS};
+use crate::handler::avx2::transpose_8x8_epi32;
 
 /// Bytes of one block column: 8 rows of 4-byte pixels.
 const LANES: usize = 32;
-
-/// The classic 8×8 transposition of 32-bit words: word `c` of register `r` to word `r` of
-/// register `c`.
-#[inline(always)]
-unsafe fn transpose(rows: [__m256i; 8]) -> [__m256i; 8] {
-    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
-    let (t0, t1) = (_mm256_unpacklo_epi32(r0, r1), _mm256_unpackhi_epi32(r0, r1));
-    let (t2, t3) = (_mm256_unpacklo_epi32(r2, r3), _mm256_unpackhi_epi32(r2, r3));
-    let (t4, t5) = (_mm256_unpacklo_epi32(r4, r5), _mm256_unpackhi_epi32(r4, r5));
-    let (t6, t7) = (_mm256_unpacklo_epi32(r6, r7), _mm256_unpackhi_epi32(r6, r7));
-    let (u0, u1) = (_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2));
-    let (u2, u3) = (_mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3));
-    let (u4, u5) = (_mm256_unpacklo_epi64(t4, t6), _mm256_unpackhi_epi64(t4, t6));
-    let (u6, u7) = (_mm256_unpacklo_epi64(t5, t7), _mm256_unpackhi_epi64(t5, t7));
-    [
-        _mm256_permute2x128_si256::<0x20>(u0, u4),
-        _mm256_permute2x128_si256::<0x20>(u1, u5),
-        _mm256_permute2x128_si256::<0x20>(u2, u6),
-        _mm256_permute2x128_si256::<0x20>(u3, u7),
-        _mm256_permute2x128_si256::<0x31>(u0, u4),
-        _mm256_permute2x128_si256::<0x31>(u1, u5),
-        _mm256_permute2x128_si256::<0x31>(u2, u6),
-        _mm256_permute2x128_si256::<0x31>(u3, u7),
-    ]
-}
 
 /// Transposes 8 RGB rows into the block (column `c` at `c × 32`, row `r`'s pixel at `r × 4` in
 /// it, padded to 4 bytes), 8 columns at a time, from column `first_column` of each row (rows are
@@ -82,7 +53,7 @@ pub unsafe fn transpose_rgb(
             *slot = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(bytes, spread), pad);
         }
         // Rows of pixels become columns.
-        let columns_out = transpose(pixels);
+        let columns_out = transpose_8x8_epi32(pixels);
         let target = &mut block[done * LANES..(done + 8) * LANES];
         for (chunk, column) in target.chunks_exact_mut(LANES).zip(columns_out) {
             // SAFETY: each chunk is the 32 bytes the store writes.
@@ -134,8 +105,9 @@ unsafe fn clip_split((high, low): ([__m256i; 4], [__m256i; 4])) -> __m256i {
         let whole = _mm256_add_epi32(_mm256_slli_epi32::<LOW_BITS>(high[index]), low[index]);
         _mm256_srai_epi32::<SHIFT>(whole)
     };
-    // As in `weighted_pixels_32`: the packs saturate to 16 bits, then clamp to 0..=255. Per
-    // 128-bit half they put back the bytes `paired` spread.
+    // The shift leaves -512..=511, which the 16-bit packs keep and the unsigned 8-bit packs
+    // clamp to 0..=255 (Pillow's `clip8`). Per 128-bit half they put back the bytes `paired`
+    // spread.
     _mm256_packus_epi16(
         _mm256_packs_epi32(sum(0), sum(1)),
         _mm256_packs_epi32(sum(2), sum(3)),
@@ -151,7 +123,7 @@ unsafe fn split_sums() -> ([__m256i; 4], [__m256i; 4]) {
     )
 }
 
-/// One output pixel of each of the block's 8 rows, as a 4-byte word per row: [`weighted_pixels_32`]
+/// One output pixel of each of the block's 8 rows, as a 4-byte word per row: `Σ tap × column`
 /// with the weights split for `pmaddwd` (see `SplitWeights`). `high` and `low` hold a pair of
 /// taps each, `columns` a 32-byte column per tap.
 #[inline(always)]
@@ -210,7 +182,7 @@ pub unsafe fn horizontal_block_split(
             // SAFETY: AVX2, as this function's caller guarantees.
             unsafe { split_pixels(high, low, columns) }
         });
-        for (row, pixels) in transpose(pixels).into_iter().enumerate() {
+        for (row, pixels) in transpose_8x8_epi32(pixels).into_iter().enumerate() {
             let at = row * row_len + done * 4;
             // SAFETY: at + 32 <= 7 * row_len + positions * 4 <= temp.len() (asserted above).
             unsafe { _mm256_storeu_si256(temp.as_mut_ptr().add(at).cast::<__m256i>(), pixels) };
@@ -268,52 +240,20 @@ pub unsafe fn vertical_row_split(
     done
 }
 
-/// `Σ tap × column` over the taps for the 32 lanes (8 rows × 4 bytes), plus Pillow's rounding
-/// half, clipped to 8 bits: one 4-byte pixel per row, as a little-endian word. Four 8-lane
-/// accumulators stay in registers.
+/// [`split_pixels`] as one little-endian word per row: for the output positions that do not
+/// make a group of 8 (and blocks of fewer than 8 rows).
 ///
 /// # Safety
 /// The CPU must have AVX2.
 #[target_feature(enable = "avx2")]
-#[inline]
-pub unsafe fn weighted_pixels_32(taps: &[i32], columns: &[u8]) -> [u32; BLOCK_ROWS] {
-    assert!(columns.len() >= taps.len() * LANES, "a column per tap");
-    let mut sums = [_mm256_set1_epi32(1 << (PRECISION_BITS - 1)); 4];
-    for (tap, &weight) in taps.iter().enumerate() {
-        let weight = _mm256_set1_epi32(weight);
-        // SAFETY: bytes tap*32 .. tap*32+32 are inside `columns` (asserted above).
-        let bytes =
-            unsafe { _mm256_loadu_si256(columns.as_ptr().add(tap * LANES).cast::<__m256i>()) };
-        let low = _mm256_castsi256_si128(bytes);
-        let high = _mm256_extracti128_si256::<1>(bytes);
-        let quarters = [
-            low,
-            _mm_srli_si128::<8>(low),
-            high,
-            _mm_srli_si128::<8>(high),
-        ];
-        for (sum, quarter) in sums.iter_mut().zip(quarters) {
-            let product = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(quarter), weight);
-            *sum = _mm256_add_epi32(*sum, product);
-        }
-    }
-    // `clip8` on 32 lanes: the shift leaves -512..=511, which the 16-bit pack keeps and the
-    // unsigned 8-bit pack clamps to 0..=255. `sums[i]` holds rows 2i and 2i+1; the packs, which
-    // work per 128-bit half, leave the rows' words in the order 0 2 4 6 1 3 5 7.
-    const SHIFT: i32 = PRECISION_BITS as i32;
-    let [s0, s1, s2, s3] = sums;
-    let (s0, s1) = (
-        _mm256_srai_epi32::<SHIFT>(s0),
-        _mm256_srai_epi32::<SHIFT>(s1),
-    );
-    let (s2, s3) = (
-        _mm256_srai_epi32::<SHIFT>(s2),
-        _mm256_srai_epi32::<SHIFT>(s3),
-    );
-    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
-    let ordered = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+pub unsafe fn split_words(high: &[i32], low: &[i32], columns: &[u8]) -> [u32; BLOCK_ROWS] {
     let mut words = [0u32; BLOCK_ROWS];
     // SAFETY: `words` is the 32 bytes the store writes.
-    unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast::<__m256i>(), ordered) };
+    unsafe {
+        _mm256_storeu_si256(
+            words.as_mut_ptr().cast::<__m256i>(),
+            split_pixels(high, low, columns),
+        )
+    };
     words
 }

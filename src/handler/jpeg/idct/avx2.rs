@@ -5,16 +5,16 @@
 use std::arch::x86_64::{
     __m128i, __m256i, _mm256_add_epi32, _mm256_and_si256, _mm256_castsi256_si128,
     _mm256_cvtepi16_epi32, _mm256_extracti128_si256, _mm256_loadu_si256, _mm256_mullo_epi32,
-    _mm256_or_si256, _mm256_packs_epi32, _mm256_packus_epi16, _mm256_permute2x128_si256,
-    _mm256_set1_epi32, _mm256_set_m128i, _mm256_setr_epi16, _mm256_setr_epi8, _mm256_shuffle_epi8,
-    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_sub_epi32, _mm256_testz_si256,
-    _mm256_unpackhi_epi32, _mm256_unpackhi_epi64, _mm256_unpacklo_epi32, _mm256_unpacklo_epi64,
-    _mm_add_epi32, _mm_castsi128_pd, _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_loadu_si128,
-    _mm_mullo_epi32, _mm_set1_epi32, _mm_slli_epi32, _mm_srai_epi32, _mm_storeh_pd,
-    _mm_storel_epi64, _mm_sub_epi32,
+    _mm256_or_si256, _mm256_packs_epi32, _mm256_packus_epi16, _mm256_set1_epi32, _mm256_set_m128i,
+    _mm256_setr_epi16, _mm256_setr_epi8, _mm256_shuffle_epi8, _mm256_slli_epi32, _mm256_srai_epi32,
+    _mm256_sub_epi32, _mm256_testz_si256, _mm256_unpackhi_epi32, _mm256_unpackhi_epi64,
+    _mm256_unpacklo_epi32, _mm256_unpacklo_epi64, _mm_add_epi32, _mm_castsi128_pd,
+    _mm_cvtepi16_epi32, _mm_loadl_epi64, _mm_loadu_si128, _mm_mullo_epi32, _mm_set1_epi32,
+    _mm_slli_epi32, _mm_srai_epi32, _mm_storeh_pd, _mm_storel_epi64, _mm_sub_epi32,
 };
 
 use super::{butterfly, butterfly4, Lane, CONST_BITS, PASS1_SHIFT, PASS2_SHIFT};
+use crate::handler::avx2::transpose_8x8_epi32;
 
 #[derive(Clone, Copy)]
 struct V(__m256i);
@@ -66,25 +66,7 @@ impl Lane for V4 {
 /// The 8×8 transposition of 32-bit words.
 #[inline(always)]
 unsafe fn transpose(rows: [V; 8]) -> [V; 8] {
-    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows.map(|row| row.0);
-    let (t0, t1) = (_mm256_unpacklo_epi32(r0, r1), _mm256_unpackhi_epi32(r0, r1));
-    let (t2, t3) = (_mm256_unpacklo_epi32(r2, r3), _mm256_unpackhi_epi32(r2, r3));
-    let (t4, t5) = (_mm256_unpacklo_epi32(r4, r5), _mm256_unpackhi_epi32(r4, r5));
-    let (t6, t7) = (_mm256_unpacklo_epi32(r6, r7), _mm256_unpackhi_epi32(r6, r7));
-    let (u0, u1) = (_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2));
-    let (u2, u3) = (_mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3));
-    let (u4, u5) = (_mm256_unpacklo_epi64(t4, t6), _mm256_unpackhi_epi64(t4, t6));
-    let (u6, u7) = (_mm256_unpacklo_epi64(t5, t7), _mm256_unpackhi_epi64(t5, t7));
-    [
-        V(_mm256_permute2x128_si256::<0x20>(u0, u4)),
-        V(_mm256_permute2x128_si256::<0x20>(u1, u5)),
-        V(_mm256_permute2x128_si256::<0x20>(u2, u6)),
-        V(_mm256_permute2x128_si256::<0x20>(u3, u7)),
-        V(_mm256_permute2x128_si256::<0x31>(u0, u4)),
-        V(_mm256_permute2x128_si256::<0x31>(u1, u5)),
-        V(_mm256_permute2x128_si256::<0x31>(u2, u6)),
-        V(_mm256_permute2x128_si256::<0x31>(u3, u7)),
-    ]
+    transpose_8x8_epi32(rows.map(|row| row.0)).map(V)
 }
 
 #[inline(always)]
