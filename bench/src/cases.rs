@@ -1,6 +1,11 @@
 //! The server sweep: for one model and one batch size, pack the archive, start a fresh oxserve
 //! process on it, run every concurrency against it (warm-up, then the measured window) while
 //! sampling the server's RSS and CPU beside the load, and relate each result to the bare limit.
+//!
+//! The limit is measured between cases, while the server under test sits idle: once before the
+//! first case and once after each, so every case is bracketed by the two bare runs nearest to it
+//! in time. On a shared machine whose speed drifts by 10 % over half a minute, a limit measured
+//! only at the two ends of a sweep was ~20 s away from its last case.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +13,7 @@ use anyhow::Context;
 
 use crate::load::{self, LoadSpec, Window};
 use crate::models::Model;
-use crate::report::{Latency, ServerCase};
+use crate::report::{BareCase, Latency, ServerCase};
 use crate::server::{cpu_seconds, rss_mib, Binaries, ServerProcess};
 
 /// Per-case timing.
@@ -32,18 +37,24 @@ pub struct Sweep<'a> {
     pub http_floor: Option<usize>,
 }
 
-/// The cases of one sweep, and the HTTP floor when it was asked for.
+/// The cases of one sweep, the bare runs that bracket them, and the HTTP floor when it was asked
+/// for.
 pub struct SweepOutcome {
     pub cases: Vec<ServerCase>,
+    /// One more than the cases: case `i` lies between bare runs `i` and `i + 1`.
+    pub limits: Vec<BareCase>,
     pub http_floor: Option<ServerCase>,
 }
 
-/// Runs the sweep. The cases come back without their ratios to the limit: the caller measures the
-/// limit after the sweep too and then fills them in ([`ServerCase::relate`]).
+/// Runs the sweep. `limit` measures bare ONNX Runtime at the sweep's batch size (its argument is
+/// the phase to report); `lone` is the one-session limit the concurrency-1 latency is held to.
+/// The cases come back related to their brackets ([`ServerCase::relate`]).
 pub fn run_sweep(
     binaries: &Binaries,
     runtime: &tokio::runtime::Runtime,
     sweep: &Sweep,
+    limit: &mut dyn FnMut(&'static str) -> anyhow::Result<BareCase>,
+    lone: &BareCase,
 ) -> anyhow::Result<SweepOutcome> {
     let store = tempfile::Builder::new()
         .prefix("oxserve-bench-store-")
@@ -58,13 +69,19 @@ pub fn run_sweep(
     let extra: Vec<&str> = sweep.config.iter().map(String::as_str).collect();
     let mut server = ServerProcess::start(binaries, store.path(), &extra)?;
     let mut cases = Vec::new();
+    let mut limits = vec![limit("before")?];
     for &concurrency in sweep.concurrencies {
         eprintln!(
             "  oxserve {name} batch_size={} concurrency={concurrency} ...",
             sweep.batch_size
         );
-        let case = run_case(runtime, &server, sweep, concurrency, Load::Predictions)?;
+        let mut case = run_case(runtime, &server, sweep, concurrency, Load::Predictions)?;
         server.check_alive()?;
+        let after = limit("after")?;
+        if let Some(before) = limits.last() {
+            case.relate(before, &after, lone);
+        }
+        limits.push(after);
         cases.push(case);
     }
     let http_floor = match sweep.http_floor {
@@ -84,7 +101,11 @@ pub fn run_sweep(
         );
     }
     server.stop()?;
-    Ok(SweepOutcome { cases, http_floor })
+    Ok(SweepOutcome {
+        cases,
+        limits,
+        http_floor,
+    })
 }
 
 /// What the clients send.

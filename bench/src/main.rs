@@ -142,33 +142,26 @@ fn main() -> anyhow::Result<()> {
     let mut http_floor: Option<ServerCase> = None;
     for (model_index, model) in models.iter().enumerate() {
         for (batch_index, &batch) in args.batch_sizes.iter().enumerate() {
-            // The limit is measured just before and just after the sweep it is compared with,
-            // so that a machine whose speed changes in between shows as drift, not as a ratio.
-            let bare_run = |phase, sessions| -> anyhow::Result<BareCase> {
+            // The limit: one session at a time for the lone client's latency, then the server's
+            // sessions, between the sweep's cases (see `cases`), so that a machine whose speed
+            // changes shows as drift, not as a ratio.
+            let bare_run = |phase, sessions, duration| -> anyhow::Result<BareCase> {
                 eprintln!(
                     "bare ONNX Runtime: {} batch {batch} ({phase}) ...",
                     model.name
                 );
-                let case = bare::measure(
-                    model,
-                    batch,
-                    phase,
-                    sessions,
-                    timing.warmup,
-                    timing.duration,
-                )?;
+                let case = bare::measure(model, batch, phase, sessions, timing.warmup, duration)?;
                 report::emit("bare", &case);
                 Ok(case)
             };
-            // One run at a time: the latency limit a lone client (concurrency 1) is compared with.
             let lone = bare_run(
                 "lone",
                 Sessions {
                     count: 1,
                     ..sessions
                 },
+                timing.duration,
             )?;
-            let before = bare_run("before", sessions)?;
             eprintln!("oxserve: {} batch_size {batch}", model.name);
             let sweep = Sweep {
                 model,
@@ -182,19 +175,19 @@ fn main() -> anyhow::Result<()> {
                     .then(|| concurrencies.iter().copied().max())
                     .flatten(),
             };
-            let outcome = cases::run_sweep(&binaries, &runtime, &sweep)?;
+            let bracket = timing.duration.min(BRACKET);
+            let mut limit = |phase| bare_run(phase, sessions, bracket);
+            let outcome = cases::run_sweep(&binaries, &runtime, &sweep, &mut limit, &lone)?;
             if let Some(floor) = outcome.http_floor {
                 report::emit("http_floor", &floor);
                 http_floor = Some(floor);
             }
-            let mut cases = outcome.cases;
-            let after = bare_run("after", sessions)?;
-            for case in &mut cases {
-                case.relate(&before, &after, &lone);
+            for case in &outcome.cases {
                 report::emit("server", case);
             }
-            bare_cases.extend([lone, before, after]);
-            server_cases.extend(cases);
+            bare_cases.push(lone);
+            bare_cases.extend(outcome.limits);
+            server_cases.extend(outcome.cases);
         }
     }
 
@@ -227,6 +220,10 @@ fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The measured window of each bare run between the server's cases (its warm-up is the cases'):
+/// long enough for ~20 batches of 8 ResNet-18 images, short enough to sit close to the cases.
+const BRACKET: Duration = Duration::from_secs(3);
 
 fn seconds(value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).context("durations must be positive numbers of seconds")

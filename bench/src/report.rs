@@ -1,5 +1,5 @@
 //! What a run found, in two forms: one `BENCH {json}` line per measurement, printed as soon as it
-//! is complete (server cases once the limit after their sweep is known; machine-readable, stable
+//! is complete (server cases at the end of their sweep; machine-readable, stable
 //! keys, for the lead's scripts and CI), and human-readable
 //! tables and the targets at the end. Pure formatting: nothing here measures anything.
 
@@ -47,7 +47,7 @@ impl Latency {
 pub struct BareCase {
     pub model: String,
     pub batch: usize,
-    /// `before` or `after` the server sweep it brackets.
+    /// `lone` (one session), or `before` the sweep's first case / `after` one of its cases.
     pub phase: &'static str,
     pub sessions: usize,
     pub intra_op_threads: usize,
@@ -81,11 +81,12 @@ pub struct ServerCase {
     pub client_us_per_request: f64,
     /// Rows per batch the server ran (its metrics, over warm-up and window).
     pub mean_batch_rows: f64,
-    /// The limit at the same batch size: the mean of the bare runs before and after the sweep.
+    /// The limit at the same batch size: the mean of the bare runs just before and just after
+    /// this case.
     pub bare_items_per_s: f64,
     pub bare_p50_ms: f64,
-    /// Bare items/s after the sweep over before it: far from 1.0, the machine's speed changed
-    /// during the sweep and its ratios are not to be trusted.
+    /// Bare items/s just after this case over just before it: far from 1.0, the machine's speed
+    /// changed during the case and its ratio is not to be trusted.
     pub bare_drift: f64,
     /// rps / bare items/s at the same batch size.
     pub throughput_ratio: f64,
@@ -95,7 +96,7 @@ pub struct ServerCase {
 }
 
 impl ServerCase {
-    /// Fills in the ratios to the limit measured around this case's sweep.
+    /// Fills in the ratios to the limit measured just before and just after this case.
     pub fn relate(&mut self, before: &BareCase, after: &BareCase, lone: &BareCase) {
         self.bare_items_per_s = (before.items_per_s + after.items_per_s) / 2.0;
         self.bare_p50_ms = (before.latency.p50_ms + after.latency.p50_ms) / 2.0;
@@ -145,7 +146,7 @@ pub fn print_bare(cases: &[BareCase]) {
 /// The table of server cases.
 pub fn print_server(cases: &[ServerCase]) {
     println!(
-        "\noxserve over HTTP, closed loop (ratio = rps / bare items/s at the same batch size; drift = bare items/s after the sweep / before it)"
+        "\noxserve over HTTP, closed loop (ratio = rps / bare items/s at the same batch size; bare = the runs just before and just after each case; drift = after / before)"
     );
     println!(
         "{:<10} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>6} {:>6} {:>6} {:>9} {:>6}",
