@@ -473,6 +473,8 @@ pub(super) fn fill(
             other => unreachable!("pixels of {other} bytes"),
         }
     }
+    // The resize's buffer, for the next image.
+    super::scratch::give_bytes(visible.data);
 }
 
 #[cfg(test)]

@@ -17,10 +17,10 @@ mod color;
 mod entropy;
 mod header;
 mod idct;
-pub mod scratch;
 #[cfg(test)]
 mod tests;
 
+use super::scratch;
 pub use coefficients::{Coefficients, Part, Split};
 use entropy::{Corrupt, HuffmanTable};
 use header::{Header, Unsupported};

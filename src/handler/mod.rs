@@ -21,6 +21,7 @@ pub mod image;
 mod jpeg;
 mod photo;
 mod resample;
+mod scratch;
 mod segmenter;
 mod tensor;
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
 use super::image::{fill, Geometry, Pixels, Placement};
-use super::jpeg::{self, coefficients, Coefficients, Decoded, Jpeg, Part, Split};
+use super::jpeg::{coefficients, Coefficients, Decoded, Jpeg, Part, Split};
 use super::resample::Window;
 
 /// Scan blocks below which one thread is quicker than two (the hand-offs cost ~0.1 ms).
@@ -140,7 +140,7 @@ impl Image {
             &placement,
             targets,
         );
-        jpeg::scratch::give_bytes(pixels.data);
+        super::scratch::give_bytes(pixels.data);
         Some(())
     }
 }

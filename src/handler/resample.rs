@@ -18,6 +18,8 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+use super::scratch;
+
 /// Pillow's fixed-point precision for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
@@ -450,7 +452,8 @@ fn resize<const AVX2: bool>(
         channels
     };
     let row_len = window_width * pixel_bytes;
-    let mut temp = vec![0u8; rows * row_len];
+    // Both passes write every byte they later read; their buffers are the pool's ([`scratch`]).
+    let mut temp = scratch::bytes(rows * row_len);
     if need_horizontal {
         let horizontal = coefficients(width, out_width);
         let source_rows = &data
@@ -489,7 +492,7 @@ fn resize<const AVX2: bool>(
     // Vertical pass over the window's rows, a whole row at a time: each tap adds one contiguous
     // source row into the accumulators, which the compiler vectorises. With AVX2, 32 bytes of
     // the row at a time over all the taps, the sums kept in registers; the rest as before.
-    let mut out = vec![0u8; (window.y1 - window.y0) * row_len];
+    let mut out = scratch::bytes((window.y1 - window.y0) * row_len);
     let mut sums = vec![0i32; row_len];
     #[cfg(target_arch = "x86_64")]
     let (split, mut rows) = (
@@ -527,6 +530,9 @@ fn resize<const AVX2: bool>(
             *slot = clip8(sum);
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    drop(rows);
+    scratch::give_bytes(temp);
     Resized {
         data: out,
         pixel_bytes,

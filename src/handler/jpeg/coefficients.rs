@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::entropy::{BitReader, Corrupt, Scan};
-use super::{scratch, Fallback, Jpeg};
+use super::{Fallback, Jpeg};
+use crate::handler::scratch;
 
 /// Decoded blocks in scan order, with each one's highest zigzag index (0: DC only).
 #[derive(Default)]
