@@ -13,6 +13,10 @@ use std::sync::Mutex;
 /// holds its two only while it runs; 16 kept instead of 12 made no difference).
 const KEPT: usize = 12;
 const LARGEST: usize = 16 << 20;
+/// Byte buffers below this are allocated and zeroed afresh, and not kept: zeroing them costs
+/// less than the pool's lock, which the workers of a small model (the digits CNN's 784-byte
+/// images) would otherwise take from each other several times per request.
+const SMALLEST: usize = 64 << 10;
 
 static BYTES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 static BLOCKS: Mutex<Vec<Vec<[i16; 64]>>> = Mutex::new(Vec::new());
@@ -28,6 +32,9 @@ fn with<T, R>(pool: &Mutex<Vec<Vec<T>>>, f: impl FnOnce(&mut Vec<Vec<T>>) -> R) 
 /// zeroed (safe Rust has no uninitialised bytes), which for a photo's buffers is a few hundred
 /// KiB of `memset` when a buffer last used for a smaller plane is handed a larger one.
 pub fn bytes(len: usize) -> Vec<u8> {
+    if len < SMALLEST {
+        return vec![0; len];
+    }
     let mut buffer = with(&BYTES, |kept| {
         let filled = (0..kept.len())
             .filter(|&index| kept[index].len() >= len)
@@ -93,6 +100,9 @@ fn keep<T>(kept: &mut Vec<Vec<T>>, buffer: Vec<T>) {
 }
 
 pub fn give_bytes(buffer: Vec<u8>) {
+    if buffer.capacity() < SMALLEST {
+        return;
+    }
     with(&BYTES, |kept| keep(kept, buffer));
 }
 
