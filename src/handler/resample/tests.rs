@@ -9,39 +9,53 @@ fn compact(resized: Resized, channels: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The window covering the whole resized image.
+fn whole(out_width: usize, out_height: usize) -> Window {
+    Window {
+        x0: 0,
+        x1: out_width,
+        y0: 0,
+        y1: out_height,
+    }
+}
+
 /// The whole image resized, without the padding byte.
 fn resize_whole(
     image: &[u8],
     (width, height, channels): (usize, usize, usize),
     (out_width, out_height): (usize, usize),
 ) -> Vec<u8> {
-    let window = Window {
-        x0: 0,
-        x1: out_width,
-        y0: 0,
-        y1: out_height,
-    };
     compact(
         resize_window(
             image,
             (width, height, channels),
             (out_width, out_height),
-            window,
+            whole(out_width, out_height),
         ),
         channels,
     )
 }
 
+/// Resizes the whole image and checks it against the pixel-by-pixel reference; returns the
+/// reference for further comparisons.
+fn assert_equals_reference(
+    image: &[u8],
+    (width, height, channels): (usize, usize, usize),
+    (out_width, out_height): (usize, usize),
+) -> Vec<u8> {
+    let ours = resize_whole(image, (width, height, channels), (out_width, out_height));
+    let reference = reference_resize(image, (width, height, channels), (out_width, out_height));
+    assert!(
+        ours == reference,
+        "{width}x{height}x{channels} -> {out_width}x{out_height} differs"
+    );
+    reference
+}
+
 #[test]
 fn identity_and_flat_images_are_preserved() {
     let flat = vec![77u8; 40 * 30 * 3];
-    let window = Window {
-        x0: 0,
-        x1: 13,
-        y0: 0,
-        y1: 10,
-    };
-    let out = compact(resize_window(&flat, (40, 30, 3), (13, 10), window), 3);
+    let out = resize_whole(&flat, (40, 30, 3), (13, 10));
     assert!(out.iter().all(|&value| value == 77));
     let gradient: Vec<u8> = (0..16u8).collect();
     let same = resize_window(
@@ -110,26 +124,15 @@ fn blocked_passes_equal_the_pixel_by_pixel_reference() {
             let image: Vec<u8> = (0..width * height * channels)
                 .map(|index| ((index * 7919 + index / 13) % 256) as u8)
                 .collect();
-            let window = Window {
-                x0: 0,
-                x1: out_width,
-                y0: 0,
-                y1: out_height,
-            };
-            let ours = resize_whole(&image, (width, height, channels), (out_width, out_height));
             let reference =
-                reference_resize(&image, (width, height, channels), (out_width, out_height));
-            assert!(
-                ours == reference,
-                "{width}x{height}x{channels} -> {out_width}x{out_height} differs"
-            );
+                assert_equals_reference(&image, (width, height, channels), (out_width, out_height));
             // The portable code too, which CPUs without AVX2 run.
             let portable = compact(
                 portable(
                     &image,
                     (width, height, channels),
                     (out_width, out_height),
-                    window,
+                    whole(out_width, out_height),
                 ),
                 channels,
             );
@@ -159,13 +162,7 @@ fn extreme_pixels_and_long_filters_equal_the_reference() {
                 _ => (index % 256) as u8,
             })
             .collect();
-        let ours = resize_whole(&image, (width, height, channels), (out_width, out_height));
-        let reference =
-            reference_resize(&image, (width, height, channels), (out_width, out_height));
-        assert!(
-            ours == reference,
-            "{width}x{height} -> {out_width}x{out_height} differs"
-        );
+        assert_equals_reference(&image, (width, height, channels), (out_width, out_height));
         let white = vec![255u8; width * height * channels];
         let resized = resize_whole(&white, (width, height, channels), (out_width, out_height));
         assert!(
@@ -180,20 +177,7 @@ fn a_window_equals_the_same_part_of_the_full_resize() {
     let image: Vec<u8> = (0..37 * 23 * 3)
         .map(|index| (index * 7 % 251) as u8)
         .collect();
-    let full = compact(
-        resize_window(
-            &image,
-            (37, 23, 3),
-            (15, 9),
-            Window {
-                x0: 0,
-                x1: 15,
-                y0: 0,
-                y1: 9,
-            },
-        ),
-        3,
-    );
+    let full = resize_whole(&image, (37, 23, 3), (15, 9));
     let part = compact(
         resize_window(
             &image,
