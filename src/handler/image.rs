@@ -81,13 +81,22 @@ fn check<'a>(
             "cannot decode the JPEG image: the file is truncated".into(),
         ));
     }
-    let reader = ImageReader::new(Cursor::new(&image_bytes[..]))
-        .with_guessed_format()
-        .map_err(|error| ServeError::BadRequest(format!("cannot read the image: {error}")))?;
-    let format = reader.format();
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|error| ServeError::BadRequest(format!("cannot decode the image: {error}")))?;
+    let (format, (width, height)) = match super::png::header(&image_bytes) {
+        // A well-formed PNG header: no need for the general decoder to parse it again.
+        Some(header) => (Some(ImageFormat::Png), (header.width, header.height)),
+        None => {
+            let reader = ImageReader::new(Cursor::new(&image_bytes[..]))
+                .with_guessed_format()
+                .map_err(|error| {
+                    ServeError::BadRequest(format!("cannot read the image: {error}"))
+                })?;
+            let format = reader.format();
+            let dimensions = reader.into_dimensions().map_err(|error| {
+                ServeError::BadRequest(format!("cannot decode the image: {error}"))
+            })?;
+            (format, dimensions)
+        }
+    };
     let pixels = u64::from(width) * u64::from(height);
     if limit_pixels && pixels > settings.max_pixels {
         return Err(ServeError::BadRequest(format!(
@@ -142,6 +151,11 @@ fn decode_checked(checked: &Checked<'_>, settings: &ImagePreprocess) -> Result<P
     let (format, width, height) = (*format, *width, *height);
     if format == Some(ImageFormat::Jpeg) {
         if let Some(pixels) = decode_jpeg(bytes, (width, height), settings) {
+            return Ok(pixels);
+        }
+    }
+    if format == Some(ImageFormat::Png) {
+        if let Ok(pixels) = super::png::decode(bytes, settings.color) {
             return Ok(pixels);
         }
     }
@@ -234,7 +248,7 @@ fn base64_payload(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Converts to the handler's colour mode with PIL's formulas (`convert("L")` uses ITU-R 601-2
 /// luma in fixed point; alpha is dropped as `convert("RGB")` does).
-fn convert(image: DynamicImage, color: ColorMode) -> Pixels {
+pub(super) fn convert(image: DynamicImage, color: ColorMode) -> Pixels {
     let (width, height) = (image.width(), image.height());
     match color {
         ColorMode::Rgb => Pixels::full(width, height, 3, image.into_rgb8().into_raw()),

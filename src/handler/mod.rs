@@ -6,6 +6,7 @@
 //!
 //! - `image`: decode, resize, crop, normalise (shared by the three vision handlers).
 //! - `jpeg`: baseline JPEGs decoded to libjpeg-turbo's exact pixels, only where they are read.
+//! - `png`: small 8-bit PNGs decoded without the general decoder's set-up.
 //! - `photo`: a JPEG's decode and pre-processing fused, on two threads when a core is idle.
 //! - `resample`: Pillow's exact antialiased bilinear resize, fused with the crop.
 //! - `classifier`: softmax, top-k `{label: prob}` or the best index.
@@ -20,6 +21,7 @@ mod detector;
 pub mod image;
 mod jpeg;
 mod photo;
+mod png;
 mod resample;
 mod scratch;
 mod segmenter;
