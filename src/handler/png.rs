@@ -79,6 +79,11 @@ pub fn decode(bytes: &[u8], color: ColorMode) -> Result<Pixels, Unsupported> {
     let (width, height) = (header.width as usize, header.height as usize);
     let row = width.checked_mul(header.channels).ok_or(Unsupported)?;
     let expected = height.checked_mul(row + 1).ok_or(Unsupported)?;
+    // DEFLATE cannot expand more than ~1,032 times: a header promising more is a lie, and its
+    // buffer is not allocated.
+    if expected > stream.len().saturating_mul(1032).saturating_add(64) {
+        return Err(Unsupported);
+    }
     let mut raw = zlib(&stream, expected)?;
     unfilter(&mut raw, row, header.channels)?;
     Ok(convert(&raw, header, color))

@@ -203,6 +203,10 @@ fn what_this_decoder_does_not_take_is_left_to_the_general_one() {
             assemble((9, 4), (8, 0, 0), &raw, 6, 1, &[(b"ABCD", &[])]),
         ),
         ("short rows", assemble((10, 4), (8, 0, 0), &raw, 6, 1, &[])),
+        (
+            "a header promising more than the stream can hold",
+            assemble((60_000, 60_000), (8, 0, 0), &raw, 6, 1, &[]),
+        ),
         ("bad filter type", {
             let mut raw = raw.clone();
             raw[10] = 5;
