@@ -129,7 +129,7 @@ fn run_case(
 ) -> anyhow::Result<ServerCase> {
     let name = &sweep.model.name;
     let pid = server.pid();
-    let (batches_before, rows_before) = server.batch_counters(name)?;
+    let (batches_before, rows_before, run_before) = server.batch_counters(name)?;
     let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
     let (path, body) = match load {
         Load::Predictions => (
@@ -151,7 +151,7 @@ fn run_case(
             cpu_during(pid, window)
         )
     });
-    let (batches_after, rows_after) = server.batch_counters(name)?;
+    let (batches_after, rows_after, run_after) = server.batch_counters(name)?;
     if let Some(error) = &outcome.first_error {
         eprintln!("  {} errors; the first: {error}", outcome.errors);
     }
@@ -178,6 +178,7 @@ fn run_case(
         client_cpu_cores,
         client_us_per_request: client_cpu_cores * seconds * 1e6 / requests.max(1) as f64,
         mean_batch_rows: (rows_after - rows_before) / (batches_after - batches_before).max(1.0),
+        run_us_per_row: (run_after - run_before) * 1e6 / (rows_after - rows_before).max(1.0),
         bare_items_per_s: f64::NAN,
         bare_p50_ms: f64::NAN,
         bare_drift: f64::NAN,

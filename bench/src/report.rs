@@ -81,6 +81,10 @@ pub struct ServerCase {
     pub client_us_per_request: f64,
     /// Rows per batch the server ran (its metrics, over warm-up and window).
     pub mean_batch_rows: f64,
+    /// Wall time of the server's ONNX Runtime runs per row (its metrics, over warm-up and
+    /// window), to set against bare's run p50 over its batch size: how much slower the graph
+    /// itself runs beside the HTTP work than alone.
+    pub run_us_per_row: f64,
     /// The limit at the same batch size: the mean of the bare runs just before and just after
     /// this case.
     pub bare_items_per_s: f64,
@@ -206,11 +210,13 @@ pub fn print_http_floor(floor: &ServerCase, cases: &[ServerCase]) {
         .filter(|case| case.concurrency == floor.concurrency)
     {
         println!(
-            "  {} batch {} at the same concurrency: server {:.1} us of CPU per request, bare ONNX Runtime {:.1} us per item (cores / bare items/s)",
+            "  {} batch {} at the same concurrency: server {:.1} us of CPU per request, bare ONNX Runtime {:.1} us per item (cores / bare items/s); ONNX Runtime's runs take {:.1} us per row in the server, {:.1} bare (run p50 / batch)",
             case.model,
             case.batch_size,
             per_request(case.server_cpu_cores, case.rps),
-            per_request(oxserve::config::Config::cores() as f64, case.bare_items_per_s)
+            per_request(oxserve::config::Config::cores() as f64, case.bare_items_per_s),
+            case.run_us_per_row,
+            case.bare_p50_ms * 1000.0 / case.batch_size.max(1) as f64
         );
     }
 }

@@ -128,8 +128,9 @@ impl ServerProcess {
         (count("ERROR"), count("WARN"))
     }
 
-    /// `(batches, rows)` the server's workers have run for `model`, from its metrics listener.
-    pub fn batch_counters(&self, model: &str) -> anyhow::Result<(f64, f64)> {
+    /// `(batches, rows, seconds)` the server's workers have run for `model` (seconds: inside
+    /// ONNX Runtime's runs), from its metrics listener.
+    pub fn batch_counters(&self, model: &str) -> anyhow::Result<(f64, f64, f64)> {
         let (_, text) = http_call(self.metrics, "GET", "/metrics", &[])?;
         let read = |name: &str| {
             text.lines()
@@ -143,6 +144,7 @@ impl ServerProcess {
         Ok((
             read("oxserve_batches_total")?,
             read("oxserve_batch_rows_total")?,
+            read("oxserve_inference_seconds_sum")?,
         ))
     }
 

@@ -69,9 +69,17 @@ impl BufferedFile {
     }
 }
 
+/// Capacity the writer thread keeps between rounds (see [`write_out`]); a burst's larger buffer
+/// is given back.
+const KEPT_BYTES: usize = 2 * EAGER_BYTES;
+
 fn write_out(shared: &Shared, mut file: File) {
+    // Two buffers take turns: the one just written out becomes the next to fill, so appends
+    // reuse its capacity instead of growing a fresh Vec from empty each round (a fresh one is
+    // reallocated and copied, and page-faulted, as it doubles on the request path).
+    let mut spare: Vec<u8> = Vec::with_capacity(EAGER_BYTES);
     loop {
-        let pending = {
+        let mut pending = {
             let Ok(buffer) = shared.buffer.lock() else {
                 return;
             };
@@ -84,13 +92,16 @@ fn write_out(shared: &Shared, mut file: File) {
             else {
                 return;
             };
-            std::mem::take(&mut *buffer)
+            std::mem::replace(&mut *buffer, std::mem::take(&mut spare))
         };
         if !pending.is_empty() {
             if let Err(error) = file.write_all(&pending) {
                 eprintln!("oxserve: cannot write a log file: {error}");
             }
         }
+        pending.clear();
+        pending.shrink_to(KEPT_BYTES);
+        spare = pending;
         if shared.closing.load(Ordering::Acquire) {
             let rest = shared
                 .buffer
