@@ -168,7 +168,10 @@ fn main() -> anyhow::Result<()> {
                 batch_size: batch,
                 max_batch_delay_ms: args.max_batch_delay,
                 concurrencies: &concurrencies,
-                timing,
+                timing: Timing {
+                    duration: case_window(timing.duration, &lone),
+                    ..timing
+                },
                 config: &set,
                 // Once per run, on the first server, at the highest concurrency.
                 http_floor: (model_index == 0 && batch_index == 0)
@@ -220,6 +223,19 @@ fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The measured window of the server's cases at one batch size: `duration`, or longer when it
+/// would hold fewer than [`MIN_RUNS`] of a lone session's runs (at most three times as long).
+/// The server's throughput is counted in answered requests, which come in whole batches: with
+/// ResNet-18's 200-ms batches of 8, a 5-s window holds ~25 per worker, and where it falls cuts
+/// one more or less, ±4 % per worker.
+fn case_window(duration: Duration, lone: &BareCase) -> Duration {
+    let runs = Duration::from_secs_f64(lone.latency.p50_ms * 1e-3 * MIN_RUNS as f64);
+    runs.clamp(duration, duration * 3)
+}
+
+/// Runs of one session a server case's window should hold (see [`case_window`]).
+const MIN_RUNS: u32 = 50;
 
 /// The measured window of each bare run between the server's cases (its warm-up is the cases'):
 /// long enough for ~20 batches of 8 ResNet-18 images, short enough to sit close to the cases.
