@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command (issue 6): oxserve over real HTTP against bare ONNX Runtime on the
-# same graphs, on this machine, in one run of about 6-7 minutes (about a minute with --quick).
+# same graphs, on this machine, in one run of about 5-6 minutes (about a minute with --quick).
 #
 #   bench/run.sh                 # full run: digits CNN + ResNet-18, concurrency 1/4/16/64 x batch 1/8
 #   bench/run.sh --quick         # CI smoke run
