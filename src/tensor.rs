@@ -117,6 +117,14 @@ impl HostTensor {
             .try_fold(1usize, |count, &dim| count.checked_mul(dim))
     }
 
+    /// A tensor with no elements: what a moved-out tensor leaves behind.
+    pub fn empty() -> HostTensor {
+        HostTensor {
+            shape: vec![0],
+            values: TensorValues::F32(Vec::new()),
+        }
+    }
+
     /// Rows along axis 0 (1 for scalars).
     pub fn rows(&self) -> usize {
         self.shape.first().copied().unwrap_or(1)
