@@ -488,9 +488,8 @@ fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Sl
 }
 
 /// Runs one stacked chunk, padded with zero rows up to `pad_to` rows when given, and returns
-/// each item's rows of every output. The items' input tensors are used up: a lone item's are
-/// handed to ONNX Runtime as they are (a ResNet-sized image is 600 KB that cloning would copy),
-/// several items' are copied once, into the stacked tensor.
+/// each item's rows of every output. The items' input tensors are moved into the run (a lone
+/// item's are not copied at all, see [`HostTensor::concat_rows`]).
 fn run_chunk(
     session: &mut Session,
     context: &WorkerContext,
@@ -516,15 +515,11 @@ fn run_chunk(
     let padded = pad_to.filter(|rows| *rows > total && has_rows);
     let names: Vec<String> = first.inputs.iter().map(|(name, _)| name.clone()).collect();
     for (index, name) in names.into_iter().enumerate() {
-        let mut stacked = if let [slot] = &mut *chunk {
-            std::mem::replace(&mut slot.prepared.inputs[index].1, HostTensor::empty())
-        } else {
-            let parts: Vec<&HostTensor> = chunk
-                .iter()
-                .map(|slot| &slot.prepared.inputs[index].1)
-                .collect();
-            HostTensor::concat_rows(&parts)?
-        };
+        let parts = chunk
+            .iter_mut()
+            .map(|slot| std::mem::replace(&mut slot.prepared.inputs[index].1, HostTensor::empty()))
+            .collect();
+        let mut stacked = HostTensor::concat_rows(parts)?;
         if let Some(rows) = padded {
             stacked = stacked.padded_to_rows(rows);
         }
