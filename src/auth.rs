@@ -5,7 +5,7 @@
 //!
 //! The server creates one [`TokenAuth`] at startup (or [`TokenAuth::disabled`] for
 //! `disable_token_authorization`) and removes its key file at shutdown; the HTTP listeners wrap
-//! their routers in [`require_inference`] / [`require_management`].
+//! apps in [`authorize`], told which key each needs by a [`Guard`].
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -19,7 +19,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use crate::error::ServeError;
 
 mod middleware;
-pub use middleware::{require_inference, require_management};
+pub use middleware::{authorize, Guard};
 
 /// The key file's name; TorchServe writes it in the working directory.
 pub const KEY_FILE_NAME: &str = "key_file.json";

@@ -43,21 +43,14 @@ fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    // The async threads only parse, route and answer; the cores belong to the model workers.
-    // Half of them (1 on 2 cores) keeps hand-offs few: measured on 2 cores, 1 I/O thread
-    // answers a lone client ~0.05 ms sooner than 2, at the same saturated throughput.
-    let threads = if config.io_threads == 0 {
-        (Config::cores() / 2).clamp(1, 4)
-    } else {
-        config.io_threads
-    };
     // A photo's second decoding thread (handler/photo) is I/O-side work too.
     let _ = rayon::ThreadPoolBuilder::new()
         .thread_name(|index| format!("oxserve-photo-{index}"))
         .start_handler(|_| oxserve::cores::defer_to_workers())
         .build_global();
+    // Starting, stopping, loading and snapshots; the listeners run on their own actix workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(1)
         .thread_name("oxserve-io")
         .on_thread_start(oxserve::cores::defer_to_workers)
         .enable_all()

@@ -16,10 +16,9 @@ use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::model::{Device, LoadRequest, ModelSettings, ModelVersion};
 use crate::registry::Registry;
-use axum::middleware::from_fn_with_state;
 
-use crate::auth::TokenAuth;
-use crate::auth::{require_inference, require_management};
+use crate::auth::{Api, TokenAuth};
+use crate::http::listener::{self, Listener, Settings};
 use crate::snapshot::SnapshotKind;
 use crate::{http, snapshotter, store, AppState};
 
@@ -180,6 +179,16 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
     Ok(())
 }
 
+/// The inference listener's threads (`number_of_netty_threads`, TorchServe's key): by default
+/// half the cores, 1 to 4; the cores belong to the model workers, the threads only parse, route
+/// and answer.
+pub fn io_threads(config: &Config) -> usize {
+    match config.io_threads {
+        0 => (Config::cores() / 2).clamp(1, 4),
+        threads => threads,
+    }
+}
+
 /// Runs the server on bound listeners until `shutdown` resolves. Returns once every listener has
 /// finished its in-flight requests and every worker has stopped.
 pub async fn run(
@@ -252,48 +261,53 @@ pub async fn run(
         addresses.inference,
         addresses.management,
     );
-    let limits = http::listener::Limits {
-        header_timeout: state.config.request_header_timeout,
-        ..Default::default()
-    };
-    let serve = |listener: TcpListener, router: axum::Router| {
-        let mut stop = stop.clone();
-        // The request context wraps everything, so refused requests get an id and a log line too.
-        let app = router.layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            http::request_context,
-        ));
-        tokio::spawn(async move {
-            let signal = async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            };
-            http::listener::serve(listener, app, limits, signal).await
-        })
-    };
-    let mut tasks = vec![
-        serve(
+    let inference_workers = io_threads(&state.config);
+    let data = actix_web::web::Data::from(Arc::clone(&state));
+    let mut servers = Vec::new();
+    let mut sockets = vec![
+        (
             listeners.inference,
-            http::inference::router(Arc::clone(&state)).layer(from_fn_with_state(
-                Arc::clone(&state.auth),
-                require_inference,
-            )),
+            inference_workers,
+            Listener {
+                routes: http::inference::routes,
+                key: Some(Api::Inference),
+            },
         ),
-        serve(
+        (
             listeners.management,
-            http::management::router(Arc::clone(&state)).layer(from_fn_with_state(
-                Arc::clone(&state.auth),
-                require_management,
-            )),
+            1,
+            Listener {
+                routes: http::management::routes,
+                key: Some(Api::Management),
+            },
         ),
     ];
-    if let Some(listener) = listeners.metrics {
-        tasks.push(serve(listener, http::metrics::router(Arc::clone(&state))));
+    if let Some(socket) = listeners.metrics {
+        sockets.push((
+            socket,
+            1,
+            Listener {
+                routes: http::metrics::routes,
+                key: None,
+            },
+        ));
+    }
+    for (socket, workers, routes) in sockets {
+        let mut stop = stop.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let socket = socket.into_std().map_err(|error| error.to_string())?;
+        let settings = Settings::of(&state.config, workers);
+        let server = listener::serve(socket, data.clone(), routes, settings, signal)
+            .map_err(|error| format!("cannot start a listener: {error}"))?;
+        servers.push(tokio::spawn(server));
     }
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_sender.send(true);
-    for task in tasks {
-        let _ = task.await;
+    for server in servers {
+        let _ = server.await;
     }
     snapshotter::save(&state, SnapshotKind::Shutdown).await;
     state.auth.remove_key_file();

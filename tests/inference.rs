@@ -479,13 +479,45 @@ async fn batches_form_under_load_and_every_request_gets_its_own_answer() {
     server.stop().await;
 }
 
+/// actix-http's fixed head limits (oxserve::http::listener::MAX_HEADERS, MAX_HEAD_BYTES): past
+/// either the request is answered 431 and the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_answer_431() {
+    use oxserve::http::listener::{MAX_HEADERS, MAX_HEAD_BYTES};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&[mnist()], &[]).await;
+    let many: String = (0..=MAX_HEADERS)
+        .map(|index| format!("x-h{index}: v\r\n"))
+        .collect();
+    let long = format!("x-long: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+    for headers in [many, long] {
+        let mut stream = tokio::net::TcpStream::connect(server.addresses.inference)
+            .await
+            .unwrap();
+        let request = format!("GET /ping HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    }
+    assert_eq!(
+        common::digit_answer(&server, "/predictions/mnist", 4).await,
+        "4"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(
         &[mnist()],
         &[
-            ("request_header_timeout_ms", "300"),
+            // actix-http dates a connection's header deadline from a clock it refreshes every
+            // 500 ms, so a header timeout shorter than that can cut off a prompt client.
+            ("request_header_timeout_ms", "1000"),
             ("request_body_timeout_ms", "300"),
         ],
     )

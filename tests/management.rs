@@ -233,6 +233,8 @@ async fn torchserve_management_regression_codes() {
         (Method::GET, "/models/invalid_squeezenet1_1", 404),
         (Method::GET, "/models/mnist/0.0", 404),
         (Method::GET, "/models?limit=-1", 200),
+        // TorchServe's Postman case "List Models": empty values mean the defaults.
+        (Method::GET, "/models?limit=&next_page_token=", 200),
         (Method::GET, "/models?limit=1&next_page_token=-1", 200),
         (Method::GET, "/models?next_page_token=12", 200),
         (Method::DELETE, "/models/mnist/0.0", 404),

@@ -126,23 +126,42 @@ fn zip_slip_archive() -> Vec<u8> {
 /// A local archive host: `/mnist.mar`, `/evil.mar` (zip slip), `/hop.mar` (a redirect to a host
 /// name the allow-list does not name).
 async fn archive_host(mnist: Vec<u8>) -> std::net::SocketAddr {
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let redirect = format!("http://localhost:{}/mnist.mar", address.port());
-    let app = axum::Router::new()
-        .route("/mnist.mar", get(move || async move { mnist.clone() }))
-        .route("/evil.mar", get(|| async { zip_slip_archive() }))
-        .route(
-            "/hop.mar",
-            get(move || async move {
-                (
-                    axum::http::StatusCode::FOUND,
-                    [(axum::http::header::LOCATION, redirect.clone())],
-                )
-            }),
-        );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = HttpServer::new(move || {
+        let (mnist, redirect) = (mnist.clone(), redirect.clone());
+        App::new()
+            .route(
+                "/mnist.mar",
+                web::get().to(move || {
+                    let mnist = mnist.clone();
+                    async move { HttpResponse::Ok().body(mnist) }
+                }),
+            )
+            .route(
+                "/evil.mar",
+                web::get().to(|| async { HttpResponse::Ok().body(zip_slip_archive()) }),
+            )
+            .route(
+                "/hop.mar",
+                web::get().to(move || {
+                    let redirect = redirect.clone();
+                    async move {
+                        HttpResponse::Found()
+                            .insert_header(("location", redirect))
+                            .finish()
+                    }
+                }),
+            )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
     address
 }
 

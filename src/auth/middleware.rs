@@ -1,15 +1,19 @@
-//! The token check as axum middleware, one per listener (TorchServe's `TokenAuthorizationHandler`
-//! sits in the same place in its handler chain): after the API description, before the routes.
-//! The server wraps its routers with `from_fn_with_state(auth, require_…)`.
+//! The token check as actix middleware, worn by every listener (TorchServe's
+//! `TokenAuthorizationHandler` sits in the same place in its handler chain): after the API
+//! description, before the routes. Each listener puts the server's [`TokenAuth`] and a [`Guard`]
+//! saying which key it needs in its app data; the management listener also answers `/token` here.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use super::{Api, TokenAuth};
+
+/// The key a listener's requests need; `Guard(None)` (metrics) needs none.
+#[derive(Debug, Clone, Copy)]
+pub struct Guard(pub Option<Api>);
 
 /// TorchServe serves the API description (`/` and `/api-description`) before the token check.
 fn is_api_description(path: &str) -> bool {
@@ -21,69 +25,58 @@ fn is_api_description(path: &str) -> bool {
     kept == 0 || (kept == 2 && segments[1] == "api-description")
 }
 
-fn authorization(request: &Request) -> Option<&str> {
+fn authorization(request: &ServiceRequest) -> Option<&str> {
     request
         .headers()
-        .get(header::AUTHORIZATION)
+        .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
 }
 
-/// Middleware for the inference listener: the inference key, except for the API description.
-pub async fn require_inference(
-    State(auth): State<Arc<TokenAuth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if is_api_description(request.uri().path()) {
-        return next.run(request).await;
-    }
-    match auth.check(Api::Inference, authorization(&request)) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
-    }
-}
-
-/// Middleware for the management listener: answers `/token` itself (any method, as TorchServe),
-/// and requires the management key for everything else but the API description.
-pub async fn require_management(
-    State(auth): State<Arc<TokenAuth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    if auth.is_enabled() && path.trim_end_matches('/') == "/token" {
-        let kind = request
-            .uri()
-            .query()
-            .and_then(|query| {
-                url::form_urlencoded::parse(query.as_bytes())
-                    .find(|(name, _)| name == "type")
-                    .map(|(_, value)| value.into_owned())
-            })
+/// The listener's key check; on the management listener also `/token` (any method, as
+/// TorchServe), answered before routing.
+pub async fn authorize(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let auth = request.app_data::<web::Data<TokenAuth>>().cloned();
+    let api = request.app_data::<Guard>().and_then(|Guard(api)| *api);
+    let (Some(auth), Some(api)) = (auth, api) else {
+        return Ok(next.call(request).await?.map_into_boxed_body());
+    };
+    let path = request.path();
+    if api == Api::Management && auth.is_enabled() && path.trim_end_matches('/') == "/token" {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(request.query_string()).unwrap_or_default();
+        let kind = pairs
+            .into_iter()
+            .find(|(name, _)| name == "type")
+            .map(|(_, value)| value)
             .unwrap_or_default();
-        return match auth.rotate(&kind, authorization(&request)) {
-            Ok(()) => (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                "\n",
-            )
-                .into_response(),
-            Err(error) => error.into_response(),
+        let response = match auth.rotate(&kind, authorization(&request)) {
+            Ok(()) => HttpResponse::build(StatusCode::OK)
+                .content_type("application/json")
+                .body("\n"),
+            Err(error) => error.error_response(),
         };
+        return Ok(request.into_response(response));
     }
     if is_api_description(path) {
-        return next.run(request).await;
+        return Ok(next.call(request).await?.map_into_boxed_body());
     }
-    match auth.check(Api::Management, authorization(&request)) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
+    match auth.check(api, authorization(&request)) {
+        Ok(()) => Ok(next.call(request).await?.map_into_boxed_body()),
+        Err(error) => Ok(request.error_response(error)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::sync::Arc;
     use std::time::Duration;
+
+    use actix_web::middleware::from_fn;
+    use actix_web::{test as actix_test, App};
 
     use super::*;
     use crate::auth::KEY_FILE_NAME;
@@ -98,6 +91,28 @@ mod tests {
         format!("Bearer {key}")
     }
 
+    /// An app with `/models`, `/ping` and `/` behind [`authorize`] for `api`.
+    fn app(
+        auth: Arc<TokenAuth>,
+        api: Option<Api>,
+    ) -> App<
+        impl actix_web::dev::ServiceFactory<
+            ServiceRequest,
+            Config = (),
+            Response = ServiceResponse<BoxBody>,
+            Error = Error,
+            InitError = (),
+        >,
+    > {
+        App::new()
+            .app_data(web::Data::from(auth))
+            .app_data(Guard(api))
+            .route("/models", web::get().to(|| async { "models" }))
+            .route("/ping", web::get().to(|| async { "pong" }))
+            .route("/", web::route().to(|| async { "description" }))
+            .wrap(from_fn(authorize))
+    }
+
     #[test]
     fn api_description_paths_are_java_segments() {
         for path in ["/", "", "//", "/api-description", "/api-description/"] {
@@ -108,121 +123,112 @@ mod tests {
         }
     }
 
-    /// The middlewares on a real listener: `/token` is answered before routing, protected routes
-    /// need the right key, the API description needs none.
-    #[tokio::test]
-    async fn middlewares_guard_routers() {
+    /// The management guard: `/token` is answered before routing, protected routes need the
+    /// right key, the API description needs none.
+    #[actix_web::test]
+    async fn the_management_guard_protects_routes_and_rotates_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let auth =
             Arc::new(TokenAuth::create(dir.path(), Duration::from_secs(3600)).expect("create"));
-        let router = axum::Router::new()
-            .route("/models", axum::routing::get(|| async { "models" }))
-            .route("/", axum::routing::any(|| async { "description" }))
-            .layer(axum::middleware::from_fn_with_state(
-                auth.clone(),
-                require_management,
-            ));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        let client = reqwest::Client::new();
+        let service = actix_test::init_service(app(auth, Some(Api::Management))).await;
 
-        let denied = client
-            .get(format!("{base}/models"))
-            .send()
-            .await
-            .expect("send");
+        let denied = actix_test::call_service(
+            &service,
+            actix_test::TestRequest::get().uri("/models").to_request(),
+        )
+        .await;
         assert_eq!(denied.status(), 400);
-        let body: serde_json::Value = denied.json().await.expect("json");
+        let body: serde_json::Value = actix_test::read_body_json(denied).await;
         assert_eq!(body["type"], "InvalidKeyException");
 
-        let allowed = client
-            .get(format!("{base}/models"))
-            .header("Authorization", bearer(&key(dir.path(), "management")))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(allowed.status(), 200);
+        let allowed = actix_test::TestRequest::get()
+            .uri("/models")
+            .insert_header(("Authorization", bearer(&key(dir.path(), "management"))))
+            .to_request();
+        assert_eq!(
+            actix_test::call_service(&service, allowed).await.status(),
+            200
+        );
 
-        let description = client
-            .request(reqwest::Method::OPTIONS, format!("{base}/"))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(description.text().await.expect("text"), "description");
+        let description = actix_test::TestRequest::default()
+            .method(actix_web::http::Method::OPTIONS)
+            .uri("/")
+            .to_request();
+        let description = actix_test::call_and_read_body(&service, description).await;
+        assert_eq!(description, "description");
 
         let management = key(dir.path(), "management");
-        let rotated = client
-            .get(format!("{base}/token?type=management"))
-            .header("Authorization", bearer(&key(dir.path(), "API")))
-            .send()
-            .await
-            .expect("send");
+        let rotate = actix_test::TestRequest::get()
+            .uri("/token?type=management")
+            .insert_header(("Authorization", bearer(&key(dir.path(), "API"))))
+            .to_request();
+        let rotated = actix_test::call_service(&service, rotate).await;
         assert_eq!(rotated.status(), 200);
-        assert_eq!(rotated.headers()["content-type"], "application/json");
-        assert_eq!(rotated.text().await.expect("text"), "\n");
+        assert_eq!(
+            rotated.headers().get("content-type").expect("content type"),
+            "application/json"
+        );
+        assert_eq!(actix_test::read_body(rotated).await, "\n");
         assert_ne!(key(dir.path(), "management"), management);
 
-        let bad_type = client
-            .get(format!("{base}/token?type=everything"))
-            .header("Authorization", bearer(&key(dir.path(), "API")))
-            .send()
-            .await
-            .expect("send");
+        let bad_type = actix_test::TestRequest::get()
+            .uri("/token?type=everything")
+            .insert_header(("Authorization", bearer(&key(dir.path(), "API"))))
+            .to_request();
+        let bad_type = actix_test::call_service(&service, bad_type).await;
         assert_eq!(bad_type.status(), 400);
-        let body: serde_json::Value = bad_type.json().await.expect("json");
+        let body: serde_json::Value = actix_test::read_body_json(bad_type).await;
         assert_eq!(
             body["message"],
             "Token Authentication failed. Token either incorrect, expired, or not provided correctly"
         );
     }
 
-    async fn serve(router: axum::Router) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        base
+    /// A GET of `path` with an Authorization header.
+    fn get(path: &str, authorization: &str) -> actix_test::TestRequest {
+        actix_test::TestRequest::get()
+            .uri(path)
+            .insert_header(("Authorization", authorization))
     }
 
-    async fn status(base: &str, path: &str, authorization: &str) -> u16 {
-        reqwest::Client::new()
-            .get(format!("{base}{path}"))
-            .header("Authorization", authorization)
-            .send()
-            .await
-            .expect("send")
-            .status()
-            .as_u16()
-    }
-
-    /// The inference key on the inference listener; disabled auth passes `/token` to the router.
-    #[tokio::test]
-    async fn inference_middleware_and_disabled_auth() {
+    /// The inference key on the inference guard; disabled auth or no guard lets all through.
+    #[actix_web::test]
+    async fn the_inference_guard_and_disabled_auth() {
         let dir = tempfile::tempdir().expect("tempdir");
         let auth =
             Arc::new(TokenAuth::create(dir.path(), Duration::from_secs(3600)).expect("create"));
         let inference = bearer(&key(dir.path(), "inference"));
         let management = bearer(&key(dir.path(), "management"));
-        let ping = || axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
 
-        let guarded = ping().layer(axum::middleware::from_fn_with_state(
-            auth,
-            require_inference,
-        ));
-        let base = serve(guarded).await;
-        assert_eq!(status(&base, "/ping", &inference).await, 200);
-        assert_eq!(status(&base, "/ping", &management).await, 400);
+        let guarded = actix_test::init_service(app(Arc::clone(&auth), Some(Api::Inference))).await;
+        let status = |response: ServiceResponse<BoxBody>| response.status().as_u16();
+        assert_eq!(
+            status(actix_test::call_service(&guarded, get("/ping", &inference).to_request()).await),
+            200
+        );
+        assert_eq!(
+            status(
+                actix_test::call_service(&guarded, get("/ping", &management).to_request()).await
+            ),
+            400
+        );
 
-        let open = ping().layer(axum::middleware::from_fn_with_state(
-            Arc::new(TokenAuth::disabled()),
-            require_management,
-        ));
-        let base = serve(open).await;
-        assert_eq!(status(&base, "/ping", "nothing").await, 200);
-        assert_eq!(status(&base, "/token?type=inference", "nothing").await, 404);
+        let open = actix_test::init_service(app(auth, None)).await;
+        assert_eq!(
+            status(actix_test::call_service(&open, get("/ping", "nothing").to_request()).await),
+            200
+        );
+
+        let disabled = Arc::new(TokenAuth::disabled());
+        let disabled = actix_test::init_service(app(disabled, Some(Api::Management))).await;
+        assert_eq!(
+            status(actix_test::call_service(&disabled, get("/ping", "nothing").to_request()).await),
+            200
+        );
+        let token = get("/token?type=inference", "nothing");
+        assert_eq!(
+            status(actix_test::call_service(&disabled, token.to_request()).await),
+            404
+        );
     }
 }

@@ -165,7 +165,7 @@ fn wait<T>(slot: &OnceLock<T>) -> &T {
             return value;
         }
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();

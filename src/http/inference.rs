@@ -5,36 +5,40 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, Request, State as AxumState};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
-use axum::Router;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 
-use super::{json_response, method_not_allowed, not_found, read_body, BodyLimits, State};
+use super::{
+    declared_length, json_response, method_not_allowed, read_body, BodyLimits, RequestId, State,
+};
 use crate::error::ServeError;
 use crate::handler::RequestItem;
 
 /// The inference listener's routes.
-pub fn router(state: State) -> Router {
-    Router::new()
-        .route("/ping", get(ping))
-        .route("/predictions/{model}", any(predict_default))
-        .route("/predictions/{model}/{version}", any(predict_version))
-        .route(
-            "/",
-            axum::routing::options(|| async {
-                json_response(StatusCode::OK, &super::openapi::inference())
-            })
-            .fallback(method_not_allowed),
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/ping")
+                .get(ping)
+                .default_service(web::to(method_not_allowed)),
         )
-        .fallback(not_found)
-        .with_state(state)
+        .route("/predictions/{model}", web::to(predict_default))
+        .route("/predictions/{model}/{version}", web::to(predict_version))
+        .service(
+            web::resource("/")
+                .route(
+                    web::method(actix_web::http::Method::OPTIONS).to(|| async {
+                        json_response(StatusCode::OK, &super::openapi::inference())
+                    }),
+                )
+                .default_service(web::to(method_not_allowed)),
+        );
 }
 
 /// 200 `Healthy` when every model has at least its minimum of live workers, else 500.
-async fn ping(AxumState(state): AxumState<State>) -> Response {
+async fn ping(state: State) -> HttpResponse {
     let healthy = state
         .registry
         .all()
@@ -49,44 +53,44 @@ async fn ping(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn predict_default(
-    AxumState(state): AxumState<State>,
-    Path(model): Path<String>,
-    request: Request,
-) -> Result<Response, ServeError> {
-    predict(state, model, None, request).await
+    state: State,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
+    predict(state, path.into_inner(), None, request, payload).await
 }
 
 async fn predict_version(
-    AxumState(state): AxumState<State>,
-    Path((model, version)): Path<(String, String)>,
-    request: Request,
-) -> Result<Response, ServeError> {
-    predict(state, model, Some(version), request).await
+    state: State,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
+    let (model, version) = path.into_inner();
+    predict(state, model, Some(version), request, payload).await
 }
 
 async fn predict(
     state: State,
     name: String,
     version: Option<String>,
-    mut request: Request,
-) -> Result<Response, ServeError> {
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
     let model = state.registry.get(&name, version.as_deref())?;
     let request_id = request
         .extensions_mut()
-        .remove::<super::RequestId>()
-        .map(|super::RequestId(id)| id);
+        .remove::<RequestId>()
+        .map(|RequestId(id)| id);
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok());
-    let body = read_body(request.into_body(), declared, BodyLimits::of(&state.config)).await?;
-    let items = request_items(body, content_type).await?;
+    let limits = BodyLimits::of(&state.config);
+    let body = read_body(payload, declared_length(&request), limits).await?;
+    let items = request_items(body, &request, content_type).await?;
     let several = items.len() > 1;
     // TorchServe's labels: the model as named, the version as requested ("default" if none).
     let version_label = version.as_deref().unwrap_or("default");
@@ -110,25 +114,24 @@ async fn predict(
     if body.len() > state.config.max_response_size {
         return Err(ServeError::InvalidResponse);
     }
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 /// Splits a body into handler inputs, as TorchServe's `parseRequest` does.
 async fn request_items(
     body: Bytes,
+    request: &HttpRequest,
     content_type: Option<String>,
 ) -> Result<Vec<RequestItem>, ServeError> {
     let mime = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
     if mime.starts_with("multipart/form-data") {
-        return multipart_items(body, content_type.as_deref().unwrap_or("")).await;
+        return multipart_items(body, request).await;
     }
     if mime.starts_with("application/x-www-form-urlencoded") {
-        let items: Vec<RequestItem> = url_decode_form(&body)
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let items: Vec<RequestItem> = pairs
             .into_iter()
             .filter(|(name, _)| name == "data" || name == "body")
             .map(|(_, value)| RequestItem {
@@ -154,26 +157,29 @@ async fn request_items(
     }])
 }
 
-async fn multipart_items(body: Bytes, content_type: &str) -> Result<Vec<RequestItem>, ServeError> {
-    let boundary = multer::parse_boundary(content_type).map_err(|error| {
-        ServeError::BadRequest(format!("malformed multipart content type: {error}"))
-    })?;
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
+/// The parts of a multipart body (actix-multipart): the `data`/`body` parts, or every part when
+/// none has those names.
+async fn multipart_items(
+    body: Bytes,
+    request: &HttpRequest,
+) -> Result<Vec<RequestItem>, ServeError> {
+    let malformed = |error: actix_multipart::MultipartError| {
+        ServeError::BadRequest(format!("malformed multipart body: {error}"))
+    };
+    let stream = futures_util::stream::once(async move { Ok(body) });
+    let mut multipart = actix_multipart::Multipart::new(request.headers(), stream);
     let mut named = Vec::new();
     let mut others = Vec::new();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|error| ServeError::BadRequest(format!("malformed multipart body: {error}")))?
-    {
+    while let Some(field) = multipart.next().await {
+        let mut field = field.map_err(malformed)?;
         let name = field.name().unwrap_or("").to_string();
         let content_type = field.content_type().map(ToString::to_string);
-        let bytes = field.bytes().await.map_err(|error| {
-            ServeError::BadRequest(format!("malformed multipart body: {error}"))
-        })?;
+        let mut bytes = bytes::BytesMut::new();
+        while let Some(chunk) = field.next().await {
+            bytes.extend_from_slice(&chunk.map_err(malformed)?);
+        }
         let item = RequestItem {
-            bytes,
+            bytes: bytes.freeze(),
             content_type,
         };
         if name == "data" || name == "body" {
@@ -189,56 +195,4 @@ async fn multipart_items(body: Bytes, content_type: &str) -> Result<Vec<RequestI
         ));
     }
     Ok(items)
-}
-
-/// `a=1&b=x%20y` → pairs, with `+` as space (also used for query strings).
-pub(crate) fn url_decode_form(body: &[u8]) -> Vec<(String, String)> {
-    fn hex(byte: u8) -> Option<u8> {
-        (byte as char).to_digit(16).map(|digit| digit as u8)
-    }
-    fn decode(text: &str) -> String {
-        let bytes = text.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut index = 0;
-        while index < bytes.len() {
-            let escaped = (bytes[index] == b'%' && index + 2 < bytes.len())
-                .then(|| Some(hex(bytes[index + 1])? * 16 + hex(bytes[index + 2])?))
-                .flatten();
-            match (bytes[index], escaped) {
-                (_, Some(value)) => {
-                    out.push(value);
-                    index += 2;
-                }
-                (b'+', None) => out.push(b' '),
-                (other, None) => out.push(other),
-            }
-            index += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name), decode(value))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forms_decode() {
-        assert_eq!(
-            url_decode_form(b"data=a%2Bb+c&x=1&data=%zz"),
-            vec![
-                ("data".into(), "a+b c".into()),
-                ("x".into(), "1".into()),
-                ("data".into(), "%zz".into())
-            ]
-        );
-    }
 }

@@ -1,86 +1,104 @@
-//! Serving a router on a listener with the connection limits a public-facing server needs, which
-//! `axum::serve` does not set: a header read timeout (slow-loris clients), caps on header count
-//! and header bytes, HTTP/1.1 only, and a graceful shutdown that lets in-flight requests finish.
+//! Starting one listener as an actix-web server: its routes, the middleware every listener wears,
+//! and the connection hygiene a public-facing server needs, all from actix-web's own settings.
+//!
+//! actix-http fixes two limits as constants: a request's head (request line plus headers) may
+//! be at most 128 KiB ([`MAX_HEAD_BYTES`]) and carry at most 96 header fields
+//! ([`MAX_HEADERS`]); past either the connection is answered 431 or closed.
 
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tower::ServiceExt;
+use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
 
-/// Connection limits.
+use super::{middleware, State};
+use crate::auth::{self, Api};
+
+/// The largest request head actix-http reads (its `MAX_BUFFER_SIZE`).
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+/// The most header fields actix-http parses in one request (its `MAX_HEADERS`).
+pub const MAX_HEADERS: usize = 96;
+
+/// Connection settings of a listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Time a client has to send its request line and headers.
+pub struct Settings {
+    /// Time a client has to send its request line and headers (slow-loris guard; 408).
     pub header_timeout: Duration,
-    /// Most header fields in one request.
-    pub max_headers: usize,
-    /// Largest read buffer, which bounds the request line plus headers in bytes.
-    pub max_header_bytes: usize,
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// Time a client has to close its side once the server has closed its own.
+    pub disconnect_timeout: Duration,
+    /// Pending connections the kernel queues before the server accepts them.
+    pub backlog: u32,
+    /// Connections a worker may be setting up at once (TLS handshakes).
+    pub max_connection_rate: usize,
+    /// How long a stop waits for accepted requests to be answered.
+    pub shutdown_timeout: Duration,
+    /// actix worker threads (each runs its own event loop).
+    pub workers: usize,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_timeout: Duration::from_secs(30),
-            max_headers: 100,
-            max_header_bytes: 64 * 1024,
+impl Settings {
+    /// The settings from the server config, for a listener with `workers` threads.
+    pub fn of(config: &crate::config::Config, workers: usize) -> Settings {
+        Settings {
+            header_timeout: config.request_header_timeout,
+            keep_alive: Duration::from_secs(60),
+            disconnect_timeout: Duration::from_secs(1),
+            backlog: 1024,
+            max_connection_rate: 256,
+            // An accepted request may wait up to its model's response timeout.
+            shutdown_timeout: config.default_response_timeout,
+            workers: workers.max(1),
         }
     }
 }
 
-/// Accepts connections until `shutdown` resolves, then waits for open requests to finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {error}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        // The client's address, for the access log (as axum's `ConnectInfo`).
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |request: hyper::Request<Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
-                request
-                    .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(remote));
-                request
-            },
-        ));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = watched.await {
-                tracing::debug!("connection closed: {error}");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+/// Which routes a listener serves and which key its requests need (none for metrics).
+pub struct Listener {
+    pub routes: fn(&mut web::ServiceConfig),
+    pub key: Option<Api>,
+}
+
+/// Starts serving `listener` on its own worker threads until `shutdown` resolves; then it stops
+/// accepting, answers what was accepted (up to the shutdown timeout), and the returned server
+/// future completes.
+pub fn serve(
+    socket: std::net::TcpListener,
+    state: State,
+    listener: Listener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Server> {
+    let Listener { routes, key } = listener;
+    let auth = web::Data::from(std::sync::Arc::clone(&state.auth));
+    let server = HttpServer::new(move || {
+        // Runs once on each worker thread as it starts.
+        crate::cores::defer_to_workers();
+        App::new()
+            .app_data(state.clone())
+            .app_data(auth.clone())
+            .app_data(auth::Guard(key))
+            .configure(routes)
+            .default_service(web::to(super::not_found))
+            .wrap(from_fn(auth::authorize))
+            .wrap(from_fn(middleware::access_log))
+            .wrap(from_fn(middleware::request_id))
+    })
+    .workers(settings.workers)
+    // Answers are small and latency matters: no Nagle delay.
+    .tcp_nodelay(true)
+    .backlog(settings.backlog)
+    .max_connection_rate(settings.max_connection_rate)
+    .keep_alive(KeepAlive::Timeout(settings.keep_alive))
+    .client_request_timeout(settings.header_timeout)
+    .client_disconnect_timeout(settings.disconnect_timeout)
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    .disable_signals()
+    .shutdown_signal(shutdown)
+    .listen(socket)?
+    .run();
+    Ok(server)
 }

@@ -9,11 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use axum::extract::{Path, Query, Request, State as AxumState};
-use axum::http::{header, StatusCode};
-use axum::response::Response;
-use axum::routing::{any, get, options, put};
-use axum::Router;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{json_response, method_not_allowed, not_found, openapi, read_body, BodyLimits, State};
 use crate::error::ServeError;
@@ -21,40 +18,51 @@ use crate::manage::{self, RegisterParams, ScaleParams, Status};
 use crate::model::{Device, ModelVersion};
 use crate::worker::WorkerStatus;
 
-/// The management listener's routes.
-pub fn router(state: State) -> Router {
-    let model_routes = || {
-        get(describe_default)
+/// The management listener's routes (more specific paths first: actix matches in order).
+pub fn routes(config: &mut web::ServiceConfig) {
+    let model = |path: &str| {
+        web::resource(path.to_string())
+            .get(describe_default)
             .put(scale_default)
             .delete(unregister_default)
-            .fallback(method_not_allowed)
+            .default_service(web::to(method_not_allowed))
     };
-    Router::new()
-        .route(
-            "/",
-            options(|| async { json_response(StatusCode::OK, &openapi::management()) }),
+    config
+        .service(
+            web::resource("/")
+                .route(
+                    web::method(Method::OPTIONS)
+                        .to(|| async { json_response(StatusCode::OK, &openapi::management()) }),
+                )
+                .default_service(web::to(method_not_allowed)),
         )
-        .route(
-            "/models",
-            get(list).post(register).fallback(method_not_allowed),
+        .service(
+            web::resource("/models")
+                .get(list)
+                .post(register)
+                .default_service(web::to(method_not_allowed)),
         )
-        .route("/models/{model}", model_routes())
+        .service(model("/models/{model}"))
         // TorchServe's clients also send `models/{name}/` with a trailing slash.
-        .route("/models/{model}/", model_routes())
-        .route(
-            "/models/{model}/{version}",
-            get(describe_version)
+        .service(model("/models/{model}/"))
+        .service(
+            web::resource("/models/{model}/{version}")
+                .get(describe_version)
                 .put(scale_version)
                 .delete(unregister_version)
-                .fallback(method_not_allowed),
+                .default_service(web::to(method_not_allowed)),
         )
-        .route(
-            "/models/{model}/{version}/set-default",
-            put(set_default).fallback(method_not_allowed),
+        .service(
+            web::resource("/models/{model}/{version}/set-default")
+                .put(set_default)
+                .default_service(web::to(method_not_allowed)),
         )
-        .route("/models/{model}/{version}/{*rest}", any(not_found))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/models/{model}/{version}/{rest:.*}", web::to(not_found));
+}
+
+/// The query string as a map (the last of repeated names wins).
+fn query_map(request: &HttpRequest) -> BTreeMap<String, String> {
+    super::query_pairs(request).into_iter().collect()
 }
 
 /// Request parameters by name, from the query string or a JSON body. Malformed values fall back
@@ -69,10 +77,11 @@ struct Params {
 
 impl Params {
     async fn read(
-        query: BTreeMap<String, String>,
-        request: Request,
+        request: &HttpRequest,
+        payload: web::Payload,
         limits: BodyLimits,
     ) -> Result<Params, ServeError> {
+        let query = query_map(request);
         let is_json = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -85,7 +94,7 @@ impl Params {
                 warnings: Vec::new(),
             });
         }
-        let body = read_body(request.into_body(), None, limits).await?;
+        let body = read_body(payload, super::declared_length(request), limits).await?;
         let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|error| {
                 ServeError::BadRequest(format!("the request body is not a JSON object: {error}"))
@@ -150,27 +159,29 @@ impl Params {
     }
 }
 
-fn status_response(status: Status, warnings: &[String]) -> Response {
+fn status_response(status: Status, warnings: &[String]) -> HttpResponse {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::OK);
     let mut response = json_response(code, &serde_json::json!({ "status": status.message }));
     for warning in warnings {
         tracing::warn!("{warning}");
         if let Ok(value) = header::HeaderValue::from_str(warning) {
-            response.headers_mut().append("x-oxserve-warning", value);
+            response
+                .headers_mut()
+                .append(header::HeaderName::from_static("x-oxserve-warning"), value);
         }
     }
     response
 }
 
 async fn register(
-    AxumState(state): AxumState<State>,
-    Query(query): Query<BTreeMap<String, String>>,
-    request: Request,
-) -> Result<Response, ServeError> {
+    state: State,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
     if !state.config.enable_model_api {
         return Err(ServeError::ModelApiDisabled);
     }
-    let mut params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
+    let mut params = Params::read(&request, payload, BodyLimits::of(&state.config)).await?;
     let json = params.json;
     let register = RegisterParams {
         url: params.text("url"),
@@ -189,7 +200,7 @@ async fn register(
             .count("startup_timeout")
             .map(|timeout| timeout as u64),
     };
-    let status = manage::register(&state, register).await?;
+    let status = manage::register(&state.into_inner(), register).await?;
     Ok(status_response(status, &params.warnings))
 }
 
@@ -198,7 +209,7 @@ async fn scale(
     model: String,
     version: Option<String>,
     mut params: Params,
-) -> Result<Response, ServeError> {
+) -> Result<HttpResponse, ServeError> {
     let min_worker = params.integer("min_worker").unwrap_or(1);
     let scale = ScaleParams {
         min_worker,
@@ -209,74 +220,74 @@ async fn scale(
     params.integer("number_gpu");
     params.integer("timeout");
     let version = version.or_else(|| params.text("model_version"));
-    let status = manage::scale(&state, &model, version.as_deref(), scale).await?;
+    let status = manage::scale(&state.into_inner(), &model, version.as_deref(), scale).await?;
     Ok(status_response(status, &params.warnings))
 }
 
 async fn scale_default(
-    AxumState(state): AxumState<State>,
-    Path(model): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
-    request: Request,
-) -> Result<Response, ServeError> {
-    let params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
-    scale(state, model, None, params).await
+    state: State,
+    path: web::Path<String>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
+    let params = Params::read(&request, payload, BodyLimits::of(&state.config)).await?;
+    scale(state, path.into_inner(), None, params).await
 }
 
 async fn scale_version(
-    AxumState(state): AxumState<State>,
-    Path((model, version)): Path<(String, String)>,
-    Query(query): Query<BTreeMap<String, String>>,
-    request: Request,
-) -> Result<Response, ServeError> {
-    let params = Params::read(query, request, BodyLimits::of(&state.config)).await?;
+    state: State,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ServeError> {
+    let params = Params::read(&request, payload, BodyLimits::of(&state.config)).await?;
+    let (model, version) = path.into_inner();
     scale(state, model, Some(version), params).await
 }
 
-async fn unregister_default(
-    AxumState(state): AxumState<State>,
-    Path(model): Path<String>,
-) -> Result<Response, ServeError> {
+async fn unregister(
+    state: State,
+    model: &str,
+    version: Option<&str>,
+) -> Result<HttpResponse, ServeError> {
     if !state.config.enable_model_api {
         return Err(ServeError::ModelApiDisabled);
     }
-    Ok(status_response(
-        manage::unregister(&state, &model, None).await?,
-        &[],
-    ))
+    let status = manage::unregister(&state.into_inner(), model, version).await?;
+    Ok(status_response(status, &[]))
+}
+
+async fn unregister_default(
+    state: State,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ServeError> {
+    unregister(state, &path, None).await
 }
 
 async fn unregister_version(
-    AxumState(state): AxumState<State>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<Response, ServeError> {
-    if !state.config.enable_model_api {
-        return Err(ServeError::ModelApiDisabled);
-    }
-    Ok(status_response(
-        manage::unregister(&state, &model, Some(&version)).await?,
-        &[],
-    ))
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ServeError> {
+    let (model, version) = path.into_inner();
+    unregister(state, &model, Some(&version)).await
 }
 
 async fn set_default(
-    AxumState(state): AxumState<State>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<Response, ServeError> {
-    Ok(status_response(
-        manage::set_default(&state, &model, &version).await?,
-        &[],
-    ))
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ServeError> {
+    let (model, version) = path.into_inner();
+    let status = manage::set_default(&state.into_inner(), &model, &version).await?;
+    Ok(status_response(status, &[]))
 }
 
 /// `GET /models?limit=&next_page_token=` as `ApiUtils.getModelList`: default versions only,
 /// sorted by name, limit clamped to 100, `nextPageToken` only when more remain.
-async fn list(
-    AxumState(state): AxumState<State>,
-    Query(query): Query<BTreeMap<String, String>>,
-) -> Result<Response, ServeError> {
+async fn list(state: State, request: HttpRequest) -> Result<HttpResponse, ServeError> {
+    let query = query_map(&request);
+    // An empty value counts as absent, as TorchServe's `NettyUtils.getIntParameter`.
     let number = |key: &str, default: i64| -> Result<i64, ServeError> {
-        match query.get(key) {
+        match query.get(key).filter(|value| !value.is_empty()) {
             None => Ok(default),
             Some(value) => value.parse().map_err(|_| {
                 ServeError::BadRequest(format!("Parameter {key} must be an integer, got {value:?}"))
@@ -307,17 +318,18 @@ async fn list(
 }
 
 async fn describe_default(
-    AxumState(state): AxumState<State>,
-    Path(model): Path<String>,
-) -> Result<Response, ServeError> {
-    let model = state.registry.get(&model, None)?;
+    state: State,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ServeError> {
+    let model = state.registry.get(&path, None)?;
     described(vec![model]).await
 }
 
 async fn describe_version(
-    AxumState(state): AxumState<State>,
-    Path((model, version)): Path<(String, String)>,
-) -> Result<Response, ServeError> {
+    state: State,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ServeError> {
+    let (model, version) = path.into_inner();
     let models = if version == "all" {
         state
             .registry
@@ -332,7 +344,7 @@ async fn describe_version(
 }
 
 /// Describes off the reactor: a GPU worker's `gpuUsage` comes from `nvidia-smi`.
-async fn described(models: Vec<Arc<ModelVersion>>) -> Result<Response, ServeError> {
+async fn described(models: Vec<Arc<ModelVersion>>) -> Result<HttpResponse, ServeError> {
     let described = tokio::task::spawn_blocking(move || {
         let gpu_usage = match models
             .iter()

@@ -4,30 +4,21 @@
 //! [`crate::metrics`]); oxserve's per-model families always do. With `enable_metrics_api=false`
 //! this listener is not started at all (see [`crate::server`]).
 
-use axum::extract::{RawQuery, State as AxumState};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::any;
-use axum::Router;
+use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::inference::url_decode_form;
-use super::{not_found, State};
+use super::{query_pairs, State};
 use crate::metrics::{ModelView, NameFilter};
 
 /// The metrics listener's routes.
-pub fn router(state: State) -> Router {
-    Router::new()
-        .route("/metrics", any(metrics))
-        .route("/metrics/{*rest}", any(metrics))
-        .fallback(not_found)
-        .with_state(state)
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/metrics", web::to(metrics))
+        .route("/metrics/{rest:.*}", web::to(metrics));
 }
 
 /// The `name[]` values of a query string (`name%5B%5D` too).
-fn requested_names(query: Option<&str>) -> NameFilter {
-    let names = query
-        .map(|query| url_decode_form(query.as_bytes()))
-        .unwrap_or_default()
+fn requested_names(pairs: Vec<(String, String)>) -> NameFilter {
+    let names = pairs
         .into_iter()
         .filter(|(key, _)| key == "name[]")
         .map(|(_, value)| value)
@@ -35,7 +26,7 @@ fn requested_names(query: Option<&str>) -> NameFilter {
     NameFilter::new(names)
 }
 
-async fn metrics(AxumState(state): AxumState<State>, RawQuery(query): RawQuery) -> Response {
+async fn metrics(state: State, request: HttpRequest) -> HttpResponse {
     let models = state.registry.all();
     let views: Vec<ModelView<'_>> = models
         .iter()
@@ -49,16 +40,10 @@ async fn metrics(AxumState(state): AxumState<State>, RawQuery(query): RawQuery) 
         .collect();
     let text = state
         .metrics
-        .render(&views, &requested_names(query.as_deref()));
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+        .render(&views, &requested_names(query_pairs(&request)));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
 }
 
 #[cfg(test)]
@@ -67,9 +52,10 @@ mod tests {
 
     #[test]
     fn names_come_from_name_brackets_encoded_or_not() {
-        let filter = requested_names(Some("name[]=a&name%5B%5D=b&other=c"));
+        let pairs = serde_urlencoded::from_str("name[]=a&name%5B%5D=b&other=c").expect("query");
+        let filter = requested_names(pairs);
         assert!(filter.includes("a") && filter.includes("b"));
         assert!(!filter.includes("c"));
-        assert!(requested_names(None).includes("anything"));
+        assert!(requested_names(Vec::new()).includes("anything"));
     }
 }

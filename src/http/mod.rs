@@ -1,116 +1,68 @@
-//! HTTP frontends: decode a request, call the model, encode the answer, map errors. No tensors,
+//! HTTP frontends on actix-web: decode a request, call the model, encode the answer. No tensors,
 //! sessions or batching here. Each API has its own listener (TorchServe's three ports):
-//! [`inference`] (8080), [`management`] (8081), [`metrics`] (8082). This module holds what they
-//! share: TorchServe's JSON and error bodies, the `x-request-id` header, the access log and the
-//! `Requests2XX/4XX/5XX` counters.
+//! [`inference`] (8080), [`management`] (8081), [`metrics`] (8082); [`listener`] starts them with
+//! their connection limits and [`middleware`] wraps them (request id, access log). This module
+//! holds what they share: TorchServe's JSON and error bodies, and reading a body within limits.
 
 pub mod inference;
 pub mod listener;
 pub mod management;
 pub mod metrics;
+pub mod middleware;
 pub mod openapi;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State as AxumState};
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
+use bytes::Bytes;
 
 use crate::error::ServeError;
 use crate::AppState;
 
 /// Shared state of the HTTP handlers.
-pub type State = Arc<AppState>;
+pub type State = web::Data<AppState>;
 
 /// A JSON body pretty-printed as TorchServe's frontend does (Gson: two-space indent, then `\n`).
-pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub fn json_response(status: StatusCode, value: &impl serde::Serialize) -> HttpResponse {
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
 }
 
-impl IntoResponse for ServeError {
-    fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), "{self}");
-        }
-        json_response(status, &self.body())
+/// The one mapping of [`ServeError`] to an HTTP answer: its TorchServe status and error body.
+/// 5xx errors are logged once, by [`middleware::access_log`].
+impl ResponseError for ServeError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_response(self.status_code(), &self.body())
     }
 }
 
-/// The request id, available to handlers as an extension.
+/// The request id (sent back as `x-request-id`), set by [`middleware::request_id`].
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// Gives every request an id (sent back as `x-request-id`, as TorchServe does), a tracing span,
-/// one access-log line (TorchServe's `ACCESS_LOG` shape: `/ip:port "GET /uri HTTP/1.1" 200 ms`,
-/// with the request id and the duration in microseconds as fields), and counts its status in
-/// `Requests2XX/4XX/5XX`.
-pub async fn request_context(
-    AxumState(state): AxumState<State>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = uuid::Uuid::new_v4().to_string();
-    // Cheap copies (no allocation); the line is only formatted when the access log is on.
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(address)| *address);
-    let (method, uri, version) = (
-        request.method().clone(),
-        request.uri().clone(),
-        request.version(),
-    );
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = %id);
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    let status = response.status().as_u16();
-    state.metrics.record_status(status);
-    let elapsed = started.elapsed();
-    let remote = remote
-        .map(|address| address.to_string())
-        .unwrap_or_default();
-    let line = format_args!(
-        "/{remote} \"{method} {uri} {version:?}\" {status} {}",
-        elapsed.as_millis()
-    );
-    crate::logging::write_line(crate::logging::LineLog::Access, line);
-    // For the console and ts_log.log, when the log filter lets ACCESS_LOG through.
-    tracing::info!(
-        target: "ACCESS_LOG",
-        request_id = %id,
-        duration_us = elapsed.as_micros() as u64,
-        "{line}"
-    );
-    response
-}
-
 /// TorchServe's answer for unknown paths.
-pub async fn not_found() -> ServeError {
-    ServeError::ResourceNotFound
+pub async fn not_found() -> Result<HttpResponse, ServeError> {
+    Err(ServeError::ResourceNotFound)
 }
 
 /// TorchServe's answer for known paths with the wrong method.
-pub async fn method_not_allowed() -> ServeError {
-    ServeError::MethodNotAllowed
+pub async fn method_not_allowed() -> Result<HttpResponse, ServeError> {
+    Err(ServeError::MethodNotAllowed)
 }
 
 /// How much of a body a request may send, and how fast.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max_bytes: usize,
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 impl BodyLimits {
@@ -123,39 +75,39 @@ impl BodyLimits {
 }
 
 /// Reads a whole body, refusing it with 413 as soon as it passes the byte limit (checked against
-/// Content-Length first, then counted while streaming, so a lying or chunked client cannot make
-/// the server buffer more than that) and with 408 when it trickles in past the timeout.
+/// Content-Length first, then counted while it streams, so a lying or chunked client cannot make
+/// the server buffer more) and with 408 when it trickles in past the timeout.
 pub async fn read_body(
-    body: Body,
+    payload: web::Payload,
     declared: Option<u64>,
     limits: BodyLimits,
-) -> Result<bytes::Bytes, ServeError> {
-    let seconds = limits.timeout.as_secs();
-    tokio::time::timeout(
-        limits.timeout,
-        read_limited(body, declared, limits.max_bytes),
-    )
-    .await
-    .unwrap_or(Err(ServeError::RequestTimeout { seconds }))
-}
-
-async fn read_limited(
-    body: Body,
-    declared: Option<u64>,
-    limit: usize,
-) -> Result<bytes::Bytes, ServeError> {
-    use http_body_util::BodyExt;
+) -> Result<Bytes, ServeError> {
+    let limit = limits.max_bytes;
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ServeError::PayloadTooLarge { limit });
     }
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(ServeError::PayloadTooLarge { limit })
-        }
-        Err(error) => Err(ServeError::BadRequest(format!(
+    let seconds = limits.timeout.as_secs();
+    match tokio::time::timeout(limits.timeout, payload.to_bytes_limited(limit)).await {
+        Err(_) => Err(ServeError::RequestTimeout { seconds }),
+        Ok(Err(_)) => Err(ServeError::PayloadTooLarge { limit }),
+        Ok(Ok(Err(error))) => Err(ServeError::BadRequest(format!(
             "cannot read the request body: {error}"
         ))),
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
     }
+}
+
+/// The request's declared `Content-Length`, if any.
+pub fn declared_length(request: &actix_web::HttpRequest) -> Option<u64> {
+    request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+/// A query string's `name=value` pairs in order (serde_urlencoded: `+` is a space, bad escapes
+/// are kept as written).
+pub fn query_pairs(request: &actix_web::HttpRequest) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(request.query_string()).unwrap_or_default()
 }

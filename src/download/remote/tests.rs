@@ -1,10 +1,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use actix_web::http::header;
+use actix_web::{web, App, HttpResponse, HttpServer};
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,60 +22,75 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        let redirect = |to: String| {
-            move || async move { (StatusCode::FOUND, [(header::LOCATION, to)]).into_response() }
-        };
-        let router = axum::Router::new()
-            .route("/models/ok.mar", get(|| async { ARCHIVE }))
-            .route("/models/ok.tar.gz", get(|| async { ARCHIVE }))
-            .route("/models/ok.zip", get(|| async { ARCHIVE }))
-            .route(
-                "/models/missing.mar",
-                get(|| async { StatusCode::NOT_FOUND }),
-            )
-            .route(
-                "/models/big.mar",
-                get(|| async { vec![1u8; MAX_BYTES as usize + 1] }),
-            )
-            .route(
-                "/models/chunked.mar",
-                get(|| async { chunked(64, 1024, 0) }),
-            )
-            .route("/models/slow.mar", get(|| async { chunked(10, 10, 300) }))
-            .route("/hop/ok.mar", get(redirect("/models/ok.mar".into())))
-            .route(
-                "/twice/ok.mar",
-                get(redirect(format!("http://127.0.0.1:{port}/hop/ok.mar"))),
-            )
-            .route("/loop/ok.mar", get(redirect("/loop/ok.mar".into())))
-            .route(
-                "/away/ok.mar",
-                get(redirect(format!("http://127.0.0.2:{port}/models/ok.mar"))),
-            )
-            .route(
-                "/decimal/ok.mar",
-                get(redirect(format!("http://2130706433:{port}/models/ok.mar"))),
-            )
-            .route(
-                "/userinfo/ok.mar",
-                get(redirect(format!(
-                    "http://u:p@127.0.0.1:{port}/models/ok.mar"
-                ))),
-            )
-            .route("/file/ok.mar", get(redirect("file:///etc/passwd".into())))
-            .layer(axum::middleware::from_fn(
-                move |request: axum::extract::Request, next: axum::middleware::Next| {
+        let server = HttpServer::new(move || {
+            let counter = counter.clone();
+            let redirect = |to: String| {
+                web::get().to(move || {
+                    let to = to.clone();
+                    async move {
+                        HttpResponse::Found()
+                            .insert_header((header::LOCATION, to))
+                            .finish()
+                    }
+                })
+            };
+            let archive = || web::get().to(|| async { HttpResponse::Ok().body(ARCHIVE) });
+            App::new()
+                .route("/models/ok.mar", archive())
+                .route("/models/ok.tar.gz", archive())
+                .route("/models/ok.zip", archive())
+                .route(
+                    "/models/missing.mar",
+                    web::get().to(|| async { HttpResponse::NotFound().finish() }),
+                )
+                .route(
+                    "/models/big.mar",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().body(vec![1u8; MAX_BYTES as usize + 1])
+                    }),
+                )
+                .route(
+                    "/models/chunked.mar",
+                    web::get().to(|| async { chunked(64, 1024, 0) }),
+                )
+                .route(
+                    "/models/slow.mar",
+                    web::get().to(|| async { chunked(10, 10, 300) }),
+                )
+                .route("/hop/ok.mar", redirect("/models/ok.mar".into()))
+                .route(
+                    "/twice/ok.mar",
+                    redirect(format!("http://127.0.0.1:{port}/hop/ok.mar")),
+                )
+                .route("/loop/ok.mar", redirect("/loop/ok.mar".into()))
+                .route(
+                    "/away/ok.mar",
+                    redirect(format!("http://127.0.0.2:{port}/models/ok.mar")),
+                )
+                .route(
+                    "/decimal/ok.mar",
+                    redirect(format!("http://2130706433:{port}/models/ok.mar")),
+                )
+                .route(
+                    "/userinfo/ok.mar",
+                    redirect(format!("http://u:p@127.0.0.1:{port}/models/ok.mar")),
+                )
+                .route("/file/ok.mar", redirect("file:///etc/passwd".into()))
+                .wrap_fn(move |request, service| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    next.run(request)
-                },
-            ));
-        tokio::spawn(async move { axum::serve(listener, router).await });
+                    actix_web::dev::Service::call(service, request)
+                })
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("listen")
+        .run();
+        tokio::spawn(server);
         TestServer {
             base: format!("http://127.0.0.1:{port}"),
             port,
@@ -98,15 +111,16 @@ impl TestServer {
 }
 
 /// `count` chunks of `size` bytes, `delay_ms` apart, without Content-Length.
-fn chunked(count: usize, size: usize, delay_ms: u64) -> Response {
+fn chunked(count: usize, size: usize, delay_ms: u64) -> HttpResponse {
     let stream = futures_util::stream::unfold(0, move |sent| async move {
         if sent == count {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        Some((Ok::<_, std::io::Error>(vec![3u8; size]), sent + 1))
+        let chunk = bytes::Bytes::from(vec![3u8; size]);
+        Some((Ok::<_, std::io::Error>(chunk), sent + 1))
     });
-    Body::from_stream(stream).into_response()
+    HttpResponse::Ok().streaming(stream)
 }
 
 fn listing(store: &Path) -> Vec<String> {

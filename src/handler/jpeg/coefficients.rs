@@ -310,7 +310,7 @@ fn meet(split: &Split, mut cursor: usize, position: usize, slot: usize) -> Meeti
         // The tail is behind (it started later, or its core is busy): wait a little, then go on
         // alone rather than spin on a core the tail may need.
         spins += 1;
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             if waited.get_or_insert_with(Instant::now).elapsed() > MAX_WAIT {
                 return Meeting::Never;
             }
@@ -340,7 +340,7 @@ fn tail_on(jpeg: &Jpeg, split: &Split) -> Part {
     let mut target = usize::MAX;
     loop {
         let index = part.blocks.len();
-        if index % 16 == 0 {
+        if index.is_multiple_of(16) {
             split.published.store(index, Ordering::Release);
         }
         if target == usize::MAX {

@@ -48,7 +48,7 @@ pub fn h2v1(row: &[u8], samples: usize, start: usize, out: &mut [u8]) {
         let x = start + index;
         let c = x / 2;
         let this = u32::from(row[c]) * 3;
-        *slot = if x % 2 == 0 {
+        *slot = if x.is_multiple_of(2) {
             if c == 0 {
                 row[0]
             } else {
@@ -71,7 +71,7 @@ pub fn h2v2(near: &[u8], far: &[u8], samples: usize, start: usize, out: &mut [u8
         let x = start + index;
         let c = x / 2;
         let this = sum(c);
-        *slot = if x % 2 == 0 {
+        *slot = if x.is_multiple_of(2) {
             if c == 0 {
                 ((this * 4 + 8) >> 4) as u8
             } else {

@@ -179,7 +179,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 // Small values like real blocks', and any value (wrapping) now and then.
-                if state % 8 == 0 {
+                if state.is_multiple_of(8) {
                     state as i32
                 } else {
                     (state % 8192) as i32 - 4096
