@@ -1,4 +1,4 @@
-//! Metrics: TorchServe's, exactly, and oxserve's own.
+//! Metrics: TorchServe's (its names, labels and types) and oxserve's own.
 //!
 //! - [`Metrics`] (one per server, in [`crate::AppState`]) records TorchServe's default metrics
 //!   ([`catalog`]) and, by `metrics_mode`, keeps them for `GET /metrics` (`prometheus`; in
@@ -8,7 +8,7 @@
 //!   histograms and counters, served in every mode, and forwards TorchServe's per-batch figures.
 //! - [`system`] samples the host; [`format`] writes `log` mode lines.
 //! - `/metrics` is rendered by `metrics-exporter-prometheus` from a recorder each [`Metrics`]
-//!   owns ([`exporter`]; never the global one: servers sharing a process count apart), then
+//!   owns (`exporter`; never the global one: servers sharing a process count apart), then
 //!   [`filter`]ed by family and put in a fixed order.
 //!
 //! Who records what: the HTTP middleware counts `Requests2XX/4XX/5XX`; the inference handler

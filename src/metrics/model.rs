@@ -318,8 +318,9 @@ mod tests {
         let histogram_lines = one
             .lines()
             .filter(|line| {
-                !line.starts_with('#') && line.contains("_seconds_")
-                    || line.starts_with("oxserve_batch_size_")
+                HISTOGRAMS
+                    .iter()
+                    .any(|family| line.starts_with(&format!("{}_", family.name)))
             })
             .count();
         assert_eq!(histogram_lines, buckets, "{one}");
