@@ -173,7 +173,11 @@ impl ModelVersion {
                 "cannot read {serialized}: the archive has no such file"
             )));
         }
-        let stats = Arc::new(ModelStats::new(&name, request.metrics));
+        let stats = Arc::new(ModelStats::new(
+            &name,
+            &manifest.model.model_version,
+            request.metrics,
+        ));
         let model = Arc::new(ModelVersion {
             name,
             version: manifest.model.model_version.clone(),

@@ -7,11 +7,11 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use ::metrics::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, RequestItem};
-use crate::metrics::registry::Histogram;
 
 /// Items at least this large are pre-processed ahead of the worker.
 pub const AHEAD_BYTES: usize = 16 * 1024;
@@ -58,7 +58,7 @@ pub async fn ahead(
         .await
         .map_err(|_| ServeError::Internal("pre-processing panicked".into()))?;
         spent += took;
-        histogram.observe(took.as_secs_f64());
+        histogram.record(took.as_secs_f64());
         payloads.push(Payload::Ready(prepared?));
     }
     Ok((payloads, spent))

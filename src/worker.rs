@@ -199,7 +199,7 @@ fn worker_loop(
         for job in &jobs {
             let waited = taken.saturating_duration_since(job.enqueued);
             job.run_handle.mark_taken(waited);
-            context.stats.queue.observe(waited.as_secs_f64());
+            context.stats.queue.record(waited.as_secs_f64());
         }
         let mut replies = Replies::new(jobs);
         let mut handler_time = Duration::ZERO;
@@ -391,7 +391,7 @@ fn process_batch(
             let started = Instant::now();
             let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(&item)));
             let took = started.elapsed();
-            stats.preprocess.observe(took.as_secs_f64());
+            stats.preprocess.record(took.as_secs_f64());
             *handler_time += took;
             match prepared {
                 Ok(Ok(prepared)) => slots.push(Slot {
@@ -434,7 +434,7 @@ fn process_batch(
                     let started = Instant::now();
                     let answer = catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs)));
                     let took = started.elapsed();
-                    stats.postprocess.observe(took.as_secs_f64());
+                    stats.postprocess.record(took.as_secs_f64());
                     *handler_time += took;
                     match answer {
                         Ok(Ok(answer)) => {

@@ -1,7 +1,7 @@
 //! TorchServe's default metrics (its `ts/configs/metrics.yaml`): name, type, unit and dimension
 //! names, in that file's order, plus which log each goes to in `log` mode. `Hostname` is always
 //! the last dimension, as the Java frontend appends it. Only data here: recording is in
-//! [`super::Metrics`], text shapes in [`super::format`].
+//! [`super::Metrics`], log lines in [`super::format`].
 
 /// A TorchServe metric's Prometheus type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,17 @@ pub struct Spec {
     /// A backend (model) metric: logged to `model_metrics.log` with request ids, not
     /// `ts_metrics.log`.
     pub backend: bool,
+}
+
+impl Spec {
+    /// TorchServe's HELP text for the metric.
+    pub fn help(&self) -> String {
+        format!(
+            "Torchserve prometheus {} metric with unit: {}",
+            self.kind.as_str(),
+            self.unit
+        )
+    }
 }
 
 const HOST: &[&str] = &["Level", "Hostname"];
@@ -141,11 +152,9 @@ pub const LEGACY_PROMETHEUS: &[&Spec] = &[
     &QUEUE_LATENCY,
 ];
 
-/// The position of `spec` in [`ALL`].
-pub fn index_of(spec: &Spec) -> usize {
-    ALL.iter()
-        .position(|candidate| candidate.name == spec.name)
-        .unwrap_or(0)
+/// The position in [`ALL`] of the metric called `name`.
+pub fn position(name: &str) -> Option<usize> {
+    ALL.iter().position(|spec| spec.name == name)
 }
 
 #[cfg(test)]
@@ -155,11 +164,15 @@ mod tests {
     #[test]
     fn names_are_unique_and_hostname_is_last() {
         for (index, spec) in ALL.iter().enumerate() {
-            assert_eq!(index_of(spec), index, "{}", spec.name);
+            assert_eq!(position(spec.name), Some(index), "{}", spec.name);
             assert!(spec
                 .labels
                 .last()
                 .is_some_and(|label| label.eq_ignore_ascii_case("hostname")));
         }
+        assert_eq!(
+            REQUESTS_2XX.help(),
+            "Torchserve prometheus counter metric with unit: Count"
+        );
     }
 }

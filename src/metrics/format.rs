@@ -1,16 +1,11 @@
-//! The text shapes TorchServe's users parse, reproduced byte for byte:
-//! - Prometheus exposition as the Java `simpleclient` 0.9 writes it (TorchServe's frontend):
-//!   `# HELP`/`# TYPE` per family, even one without samples; a comma after every label, inside
-//!   the braces; values as Java's `Double.toString` (`3.0`, `290371.129`, `1.0E-4`).
-//! - `log` mode lines as TorchServe's `LogMetric` builds them (`ts_metrics.log`,
-//!   `model_metrics.log`).
-//!
-//! Pure functions of their inputs; what is recorded, and when, is [`super::Metrics`]'s job.
+//! The `log` mode lines as TorchServe's `LogMetric` builds them (`ts_metrics.log`,
+//! `model_metrics.log`), values printed as Java's `Double.toString`. A pure function of its
+//! inputs; what is recorded, and when, is [`super::Metrics`]'s job. (`/metrics` text is the
+//! exporter's.)
 
 use std::fmt::Write;
 
 use super::catalog::Spec;
-use super::registry::HistogramSnapshot;
 
 /// Writes `value` as Java's `Double.toString` does (and Prometheus' `+Inf`, `-Inf`, `NaN`):
 /// plain decimal with at least one fractional digit for magnitudes in [1e-3, 1e7), otherwise
@@ -51,86 +46,6 @@ pub fn java_double(value: f64) -> String {
     out
 }
 
-/// `# HELP` and `# TYPE` of one family.
-pub fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {}", escape(help, false));
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// TorchServe's HELP text for its metrics.
-pub fn torchserve_help(spec: &Spec) -> String {
-    format!(
-        "Torchserve prometheus {} metric with unit: {}",
-        spec.kind.as_str(),
-        spec.unit
-    )
-}
-
-/// One sample line: `name{a="x",b="y",} value` (no braces when there are no labels).
-pub fn write_sample<'a>(
-    out: &mut String,
-    name: &str,
-    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
-    value: f64,
-) {
-    out.push_str(name);
-    let mut labels = labels.into_iter().peekable();
-    if labels.peek().is_some() {
-        out.push('{');
-        for (label, label_value) in labels {
-            let _ = write!(out, "{label}=\"{}\",", escape(label_value, true));
-        }
-        out.push('}');
-    }
-    out.push(' ');
-    write_java_double(out, value);
-    out.push('\n');
-}
-
-/// A histogram's `_bucket` (with `le`), `_count` and `_sum` lines, in simpleclient's order.
-pub fn write_histogram(
-    out: &mut String,
-    name: &str,
-    labels: &[(&str, &str)],
-    snapshot: &HistogramSnapshot,
-) {
-    let bucket_name = format!("{name}_bucket");
-    for (bound, count) in &snapshot.buckets {
-        let le = java_double(*bound);
-        let with_le = labels.iter().copied().chain([("le", le.as_str())]);
-        write_sample(out, &bucket_name, with_le, *count as f64);
-    }
-    write_sample(
-        out,
-        &format!("{name}_count"),
-        labels.iter().copied(),
-        snapshot.count as f64,
-    );
-    write_sample(
-        out,
-        &format!("{name}_sum"),
-        labels.iter().copied(),
-        snapshot.sum,
-    );
-}
-
-/// Label values escape `\`, `"` and newlines; HELP texts only `\` and newlines.
-fn escape(text: &str, quotes: bool) -> std::borrow::Cow<'_, str> {
-    if !text.contains(['\\', '\n', '"']) {
-        return text.into();
-    }
-    let mut escaped = String::with_capacity(text.len() + 2);
-    for character in text.chars() {
-        match character {
-            '\\' => escaped.push_str("\\\\"),
-            '\n' => escaped.push_str("\\n"),
-            '"' if quotes => escaped.push_str("\\\""),
-            other => escaped.push(other),
-        }
-    }
-    escaped.into()
-}
-
 /// A `log`-mode line, as TorchServe's `LogMetric`:
 /// `Name.Unit:value|#Dim1:v1,Dim2:v2|#hostname:h[,requestID:ids],timestamp:seconds`.
 /// `values` are the dimension values without the host name.
@@ -160,32 +75,6 @@ pub fn log_line(
     line
 }
 
-/// `?name[]=a&name[]=b`: which families to list (all when none is named), as simpleclient's
-/// `filteredMetricFamilySamples`. A histogram is named by its family name or any of its sample
-/// names (`_bucket`, `_count`, `_sum`).
-#[derive(Debug, Clone, Default)]
-pub struct NameFilter {
-    names: Vec<String>,
-}
-
-impl NameFilter {
-    pub fn new(names: Vec<String>) -> Self {
-        NameFilter { names }
-    }
-
-    pub fn includes(&self, family: &str) -> bool {
-        self.names.is_empty() || self.names.iter().any(|name| name == family)
-    }
-
-    pub fn includes_histogram(&self, family: &str) -> bool {
-        self.includes(family)
-            || self.names.iter().any(|name| {
-                name.strip_prefix(family)
-                    .is_some_and(|suffix| matches!(suffix, "_bucket" | "_count" | "_sum"))
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::catalog;
@@ -211,65 +100,6 @@ mod tests {
         ] {
             assert_eq!(java_double(value), text, "{value}");
         }
-    }
-
-    #[test]
-    fn samples_have_the_java_clients_trailing_comma() {
-        let mut out = String::new();
-        write_header(
-            &mut out,
-            "ts_inference_requests_total",
-            &torchserve_help(&catalog::INFERENCE_REQUESTS_TOTAL),
-            "counter",
-        );
-        write_sample(
-            &mut out,
-            "ts_inference_requests_total",
-            [
-                ("model_name", "resnet18"),
-                ("model_version", "default"),
-                ("hostname", "h"),
-            ],
-            3.0,
-        );
-        write_sample(&mut out, "bare", [], 1.5);
-        assert_eq!(
-            out,
-            "# HELP ts_inference_requests_total Torchserve prometheus counter metric with unit: Count\n\
-             # TYPE ts_inference_requests_total counter\n\
-             ts_inference_requests_total{model_name=\"resnet18\",model_version=\"default\",hostname=\"h\",} 3.0\n\
-             bare 1.5\n"
-        );
-    }
-
-    #[test]
-    fn label_values_and_help_are_escaped() {
-        let mut out = String::new();
-        write_header(&mut out, "m", "a \\ b\nc \"q\"", "gauge");
-        write_sample(&mut out, "m", [("l", "x\"y\\z\nw")], 1.0);
-        assert_eq!(
-            out,
-            "# HELP m a \\\\ b\\nc \"q\"\n# TYPE m gauge\nm{l=\"x\\\"y\\\\z\\nw\",} 1.0\n"
-        );
-    }
-
-    #[test]
-    fn histograms_list_buckets_count_and_sum() {
-        let snapshot = HistogramSnapshot {
-            buckets: vec![(0.5, 1), (1.0, 2), (f64::INFINITY, 3)],
-            count: 3,
-            sum: 4.25,
-        };
-        let mut out = String::new();
-        write_histogram(&mut out, "h", &[("model_name", "m")], &snapshot);
-        assert_eq!(
-            out,
-            "h_bucket{model_name=\"m\",le=\"0.5\",} 1.0\n\
-             h_bucket{model_name=\"m\",le=\"1.0\",} 2.0\n\
-             h_bucket{model_name=\"m\",le=\"+Inf\",} 3.0\n\
-             h_count{model_name=\"m\",} 3.0\n\
-             h_sum{model_name=\"m\",} 4.25\n"
-        );
     }
 
     #[test]
@@ -307,19 +137,5 @@ mod tests {
             ),
             "HandlerTime.ms:82.93|#ModelName:m,Level:Model|#hostname:h,requestID:a,b,timestamp:7"
         );
-    }
-
-    #[test]
-    fn name_filters_match_families_and_histogram_samples() {
-        let all = NameFilter::default();
-        assert!(all.includes("anything"));
-        let some = NameFilter::new(vec![
-            "QueueTime".into(),
-            "oxserve_queue_seconds_count".into(),
-        ]);
-        assert!(some.includes("QueueTime"));
-        assert!(!some.includes("Requests2XX"));
-        assert!(some.includes_histogram("oxserve_queue_seconds"));
-        assert!(!some.includes_histogram("oxserve_inference_seconds"));
     }
 }

@@ -1,4 +1,4 @@
-//! Metrics: TorchServe's, exactly, and oxserve's own.
+//! Metrics: TorchServe's (its names, labels and types) and oxserve's own.
 //!
 //! - [`Metrics`] (one per server, in [`crate::AppState`]) records TorchServe's default metrics
 //!   ([`catalog`]) and, by `metrics_mode`, keeps them for `GET /metrics` (`prometheus`; in
@@ -6,27 +6,32 @@
 //!   `TS_METRICS` / `MODEL_METRICS` logs (`log`, TorchServe's default; see [`crate::logging`]).
 //! - [`ModelStats`] (one per model version, shared with its workers) holds oxserve's per-model
 //!   histograms and counters, served in every mode, and forwards TorchServe's per-batch figures.
-//! - [`system`] samples the host; [`format`] holds the exact text shapes; [`registry`] the
-//!   lock-free primitives.
+//! - [`system`] samples the host; [`format`] writes `log` mode lines.
+//! - `/metrics` is rendered by `metrics-exporter-prometheus` from a recorder each [`Metrics`]
+//!   owns (`exporter`; never the global one: servers sharing a process count apart), then
+//!   [`filter`]ed by family and put in a fixed order.
 //!
 //! Who records what: the HTTP middleware counts `Requests2XX/4XX/5XX`; the inference handler
 //! counts `ts_inference_*` per model and requested version (`default` when none was named); the
 //! workers time queue wait, pre-processing, inference and post-processing; worker starts record
-//! `WorkerLoadTime`. Recording is atomics plus, for a new label set, one short std-Mutex scan.
+//! `WorkerLoadTime`. Recording goes through `metrics` handles: the hot host-level ones are kept,
+//! the others looked up in the recorder's sharded map.
 
 pub mod catalog;
+mod exporter;
+pub mod filter;
 pub mod format;
 pub mod model;
-pub mod registry;
 pub mod system;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use ::metrics::{Counter, Gauge};
+
 use catalog::Spec;
-pub use format::NameFilter;
-pub use model::{ModelStats, ModelView};
-use registry::{Family, Value};
+pub use filter::NameFilter;
+pub use model::{BatchTimes, ModelStats, ModelView};
 pub use system::SystemSample;
 
 /// TorchServe's `metrics_mode`.
@@ -62,26 +67,44 @@ impl std::str::FromStr for MetricsMode {
     }
 }
 
-/// The server's TorchServe metrics.
+/// The server's metrics: TorchServe's and, through [`ModelStats`], oxserve's.
 #[derive(Debug)]
 pub struct Metrics {
     mode: MetricsMode,
     hostname: String,
-    /// One per [`catalog::ALL`] entry, same order; label values include the host name, last.
-    families: Vec<Family>,
+    /// This server's recorder; [`ModelStats`] registers its series here too.
+    exporter: exporter::Exporter,
     /// Host-level series updated on every request or batch, resolved on first use (a series
-    /// only appears once it has a value, as with the Java client).
-    requests_2xx: OnceLock<Arc<Value>>,
-    requests_4xx: OnceLock<Arc<Value>>,
-    requests_5xx: OnceLock<Arc<Value>>,
-    queue_time: OnceLock<Arc<Value>>,
-    worker_thread_time: OnceLock<Arc<Value>>,
+    /// only appears once it has a value, as with TorchServe).
+    requests_2xx: OnceLock<Series>,
+    requests_4xx: OnceLock<Series>,
+    requests_5xx: OnceLock<Series>,
+    queue_time: OnceLock<Series>,
+    worker_thread_time: OnceLock<Series>,
+}
+
+/// One series of a TorchServe metric.
+#[derive(Debug)]
+enum Series {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+impl Series {
+    /// A counter adds `value`, rounded (the exporter's counters count whole units: for the
+    /// microsecond counters that is at most half a microsecond per update); a gauge takes it.
+    fn apply(&self, value: f64) {
+        match self {
+            Series::Counter(counter) => counter.increment(value.round() as u64),
+            Series::Gauge(gauge) => gauge.set(value),
+        }
+    }
 }
 
 impl Metrics {
     pub fn new(mode: MetricsMode, hostname: String) -> Self {
         Metrics {
-            families: catalog::ALL.iter().map(|_| Family::default()).collect(),
+            exporter: exporter::Exporter::new(),
             requests_2xx: OnceLock::new(),
             requests_4xx: OnceLock::new(),
             requests_5xx: OnceLock::new(),
@@ -92,11 +115,14 @@ impl Metrics {
         }
     }
 
-    /// The `Level="Host"` series of `spec`, resolved once into `slot`.
-    fn host_series<'a>(&self, spec: &Spec, slot: &'a OnceLock<Arc<Value>>) -> &'a Value {
-        slot.get_or_init(|| {
-            self.families[catalog::index_of(spec)].series(&["Host", &self.hostname])
-        })
+    /// The series of `spec` for the dimension `values` (without the host name, appended last).
+    fn series(&self, spec: &Spec, values: &[&str]) -> Series {
+        let values = values.iter().copied().chain([self.hostname.as_str()]);
+        let labels = spec.labels.iter().copied().zip(values);
+        match spec.kind {
+            catalog::Kind::Counter => Series::Counter(self.exporter.counter(spec.name, labels)),
+            catalog::Kind::Gauge => Series::Gauge(self.exporter.gauge(spec.name, labels)),
+        }
     }
 
     /// This machine's name, the `Hostname` label (`localhost` if it has none).
@@ -137,25 +163,15 @@ impl Metrics {
     fn update(
         &self,
         spec: &Spec,
-        slot: Option<&OnceLock<Arc<Value>>>,
+        slot: Option<&OnceLock<Series>>,
         values: &[&str],
         value: f64,
         request_ids: Option<&str>,
     ) {
         if self.exposed(spec) {
-            let apply = |target: &Value| match spec.kind {
-                catalog::Kind::Counter => target.add(value),
-                catalog::Kind::Gauge => target.set(value),
-            };
             match slot {
-                Some(slot) => apply(self.host_series(spec, slot)),
-                None => {
-                    let mut labels = [""; 4];
-                    let count = values.len().min(3);
-                    labels[..count].copy_from_slice(&values[..count]);
-                    labels[count] = &self.hostname;
-                    apply(&self.families[catalog::index_of(spec)].series(&labels[..=count]));
-                }
+                Some(slot) => slot.get_or_init(|| self.series(spec, values)).apply(value),
+                None => self.series(spec, values).apply(value),
             }
             return;
         }
@@ -301,34 +317,44 @@ impl Metrics {
         }
     }
 
-    /// The `/metrics` text: TorchServe's families this mode exposes (metrics.yaml order; a
-    /// family without samples still gets its HELP and TYPE, as the Java client prints it), then
-    /// oxserve's per-model families.
+    /// The `/metrics` text: the families this server has series of, TorchServe's first (those
+    /// its mode exposes, in metrics.yaml order), then oxserve's by name, each only if `filter`
+    /// names it. oxserve's per-model families list only the model versions in `models` (the
+    /// loaded ones), whose gauges are set from them first: the recorder keeps an unloaded
+    /// version's series, but they are not shown. TorchServe's own per-model series stay, as in
+    /// TorchServe. Counter and gauge samples are sorted; a histogram's stay grouped.
     pub fn render(&self, models: &[ModelView<'_>], filter: &NameFilter) -> String {
-        let mut out = String::with_capacity(8192);
-        for (spec, family) in catalog::ALL.iter().zip(&self.families) {
-            if !self.exposed(spec) || !filter.includes(spec.name) {
-                continue;
+        let live = model::publish(models);
+        let text = self.exporter.render();
+        let mut families = filter::families(&text);
+        families.retain_mut(|family| {
+            if !filter.includes_family(family) {
+                return false;
             }
-            format::write_header(
-                &mut out,
-                spec.name,
-                &format::torchserve_help(spec),
-                spec.kind.as_str(),
-            );
-            for (values, value) in family.snapshot() {
-                let labels = spec
-                    .labels
-                    .iter()
-                    .copied()
-                    .zip(values.iter().map(String::as_str));
-                format::write_sample(&mut out, spec.name, labels, value);
+            if family.name.starts_with("oxserve_") {
+                family.samples.retain(|line| model::is_live(line, &live));
             }
+            if family.kind != "histogram" {
+                family.samples.sort_unstable();
+            }
+            !family.samples.is_empty()
+        });
+        families.sort_by_key(|family| {
+            (
+                catalog::position(family.name).unwrap_or(catalog::ALL.len()),
+                family.name,
+            )
+        });
+        let mut out = String::with_capacity(text.len());
+        for family in &families {
+            family.write_to(&mut out);
         }
-        model::write_model_families(&mut out, models, filter);
         out
     }
 }
+
+#[cfg(test)]
+mod check;
 
 #[cfg(test)]
 mod tests {
@@ -341,6 +367,31 @@ mod tests {
             .filter_map(|line| line.split(' ').next())
             .filter(|name| !name.starts_with("oxserve_"))
             .collect()
+    }
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|candidate| candidate == line)
+    }
+
+    fn system_sample(gpus: Vec<(u32, crate::gpu::GpuReading)>) -> SystemSample {
+        SystemSample {
+            cpu_utilization: 1.5,
+            memory_used: 2.0,
+            memory_available: 3.0,
+            memory_utilization: 4.0,
+            disk_usage: 5.0,
+            disk_utilization: 6.0,
+            disk_available: 7.25,
+            gpus,
+        }
+    }
+
+    fn gpu(used: f64) -> crate::gpu::GpuReading {
+        crate::gpu::GpuReading {
+            utilization: 37.0,
+            memory_utilization: 12.0,
+            memory_used_mib: used,
+        }
     }
 
     #[test]
@@ -365,7 +416,9 @@ mod tests {
             Duration::from_micros(1500),
             Duration::from_micros(250),
         );
+        metrics.record_worker_thread_time(Duration::from_millis(3));
         metrics.record_worker_load("W-9000-m_1.0", Duration::from_millis(42));
+        metrics.record_system(&system_sample(vec![(0, gpu(80.0))]));
         metrics.record_handler(
             "m",
             Duration::from_micros(12_346),
@@ -373,71 +426,111 @@ mod tests {
             None,
         );
         let text = metrics.render(&[], &NameFilter::default());
-        let headers: Vec<&str> = torchserve_families(&text);
+        check::exposition(&text);
         let names: Vec<&str> = catalog::ALL.iter().map(|spec| spec.name).collect();
-        assert_eq!(headers, names);
+        assert_eq!(torchserve_families(&text), names);
         for line in [
-            "Requests2XX{Level=\"Host\",Hostname=\"h\",} 2.0",
-            "Requests4XX{Level=\"Host\",Hostname=\"h\",} 1.0",
-            "Requests5XX{Level=\"Host\",Hostname=\"h\",} 1.0",
-            "ts_inference_requests_total{model_name=\"m\",model_version=\"default\",hostname=\"h\",} 1.0",
-            "ts_inference_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\",} 1500.0",
-            "ts_queue_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\",} 250.0",
-            "QueueTime{Level=\"Host\",Hostname=\"h\",} 0.0",
-            "WorkerLoadTime{WorkerName=\"W-9000-m_1.0\",Level=\"Host\",Hostname=\"h\",} 42.0",
-            "HandlerTime{ModelName=\"m\",Level=\"Model\",Hostname=\"h\",} 12.35",
-            "PredictionTime{ModelName=\"m\",Level=\"Model\",Hostname=\"h\",} 12.5",
+            "# HELP Requests2XX Torchserve prometheus counter metric with unit: Count",
+            "# TYPE Requests2XX counter",
+            "Requests2XX{Level=\"Host\",Hostname=\"h\"} 2",
+            "Requests4XX{Level=\"Host\",Hostname=\"h\"} 1",
+            "Requests5XX{Level=\"Host\",Hostname=\"h\"} 1",
+            "ts_inference_requests_total{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 1",
+            "ts_inference_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 1500",
+            "ts_queue_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 250",
+            "# TYPE QueueTime gauge",
+            "QueueTime{Level=\"Host\",Hostname=\"h\"} 0",
+            "WorkerThreadTime{Level=\"Host\",Hostname=\"h\"} 3",
+            "WorkerLoadTime{WorkerName=\"W-9000-m_1.0\",Level=\"Host\",Hostname=\"h\"} 42",
+            "CPUUtilization{Level=\"Host\",Hostname=\"h\"} 1.5",
+            "DiskAvailable{Level=\"Host\",Hostname=\"h\"} 7.25",
+            "# HELP HandlerTime Torchserve prometheus gauge metric with unit: ms",
+            "HandlerTime{ModelName=\"m\",Level=\"Model\",Hostname=\"h\"} 12.35",
+            "PredictionTime{ModelName=\"m\",Level=\"Model\",Hostname=\"h\"} 12.5",
         ] {
-            assert!(text.lines().any(|candidate| candidate == line), "{line} in\n{text}");
+            assert!(has_line(&text, line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn counters_add_up_and_each_server_counts_apart() {
+        let first = Metrics::new(MetricsMode::Prometheus, "h".into());
+        let second = Metrics::new(MetricsMode::Prometheus, "h".into());
+        for _ in 0..5 {
+            first.record_inference_request("m", "default");
+            // 1.6 µs each, rounded to 2.
+            first.record_inference_latency(
+                "m",
+                "default",
+                Duration::from_nanos(1600),
+                Duration::ZERO,
+            );
+        }
+        first.record_inference_request("m", "1.0");
+        second.record_status(500);
+        let text = first.render(&[], &NameFilter::default());
+        for line in [
+            "ts_inference_requests_total{model_name=\"m\",model_version=\"1.0\",hostname=\"h\"} 1",
+            "ts_inference_requests_total{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 5",
+            "ts_inference_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 10",
+        ] {
+            assert!(has_line(&text, line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("Requests5XX"), "{text}");
+        let text = second.render(&[], &NameFilter::default());
+        assert_eq!(torchserve_families(&text), ["Requests5XX"]);
     }
 
     #[test]
     fn gpu_figures_are_one_series_per_device() {
         let metrics = Metrics::new(MetricsMode::Prometheus, "h".into());
-        let reading = |used| crate::gpu::GpuReading {
-            utilization: 37.0,
-            memory_utilization: 12.0,
-            memory_used_mib: used,
-        };
-        metrics.record_system(&SystemSample {
-            cpu_utilization: 1.0,
-            memory_used: 2.0,
-            memory_available: 3.0,
-            memory_utilization: 4.0,
-            disk_usage: 5.0,
-            disk_utilization: 6.0,
-            disk_available: 7.0,
-            gpus: vec![(0, reading(1534.0)), (1, reading(80.0))],
-        });
+        metrics.record_system(&system_sample(vec![(0, gpu(1534.0)), (1, gpu(80.5))]));
         let text = metrics.render(&[], &NameFilter::default());
+        check::exposition(&text);
         for line in [
-            "GPUUtilization{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\",} 37.0",
-            "GPUMemoryUtilization{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\",} 12.0",
-            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\",} 1534.0",
-            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\",} 80.0",
+            "GPUUtilization{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\"} 37",
+            "GPUMemoryUtilization{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\"} 12",
+            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"0\",Hostname=\"h\"} 1534",
+            "GPUMemoryUsed{Level=\"Host\",DeviceId=\"1\",Hostname=\"h\"} 80.5",
         ] {
-            assert!(
-                text.lines().any(|candidate| candidate == line),
-                "{line} in\n{text}"
-            );
+            assert!(has_line(&text, line), "{line} in\n{text}");
         }
+        // Without GPUs, no GPU family.
+        let metrics = Metrics::new(MetricsMode::Prometheus, "h".into());
+        metrics.record_system(&system_sample(Vec::new()));
+        let text = metrics.render(&[], &NameFilter::default());
+        assert!(!text.contains("GPU"), "{text}");
+        assert!(text.contains("# TYPE MemoryUsed gauge\n"), "{text}");
     }
 
     #[test]
     fn log_mode_lists_none_and_legacy_only_the_ts_counters() {
-        let log = Metrics::new(MetricsMode::Log, "h".into());
+        let log = std::sync::Arc::new(Metrics::new(MetricsMode::Log, "h".into()));
         log.record_status(200);
         log.record_inference_request("m", "default");
-        let text = log.render(&[], &NameFilter::default());
+        log.record_worker_thread_time(Duration::from_millis(1));
+        let stats = ModelStats::new("m", "1.0", std::sync::Arc::clone(&log));
+        stats.queue.record(0.001);
+        let view = ModelView {
+            name: "m",
+            version: "1.0",
+            stats: &stats,
+            queue_depth: 0,
+            live_workers: 1,
+        };
+        let text = log.render(&[view], &NameFilter::default());
+        check::exposition(&text);
         assert!(torchserve_families(&text).is_empty(), "{text}");
-        assert!(text.contains("# TYPE oxserve_queue_seconds histogram"));
+        assert!(text.contains("# TYPE oxserve_queue_seconds histogram\n"));
         assert!(log.logs_backend());
 
         let legacy = Metrics::new(MetricsMode::Legacy, "h".into());
         legacy.record_status(200);
         legacy.record_inference_request("m", "default");
+        legacy.record_inference_latency("m", "default", Duration::from_millis(2), Duration::ZERO);
+        legacy.record_worker_thread_time(Duration::from_millis(1));
         let text = legacy.render(&[], &NameFilter::default());
+        check::exposition(&text);
         assert_eq!(
             torchserve_families(&text),
             [
@@ -447,12 +540,15 @@ mod tests {
             ]
         );
         assert!(legacy.logs_backend());
+        assert!(!Metrics::new(MetricsMode::Prometheus, "h".into()).logs_backend());
     }
 
     #[test]
     fn the_name_filter_keeps_the_named_families() {
         let metrics = Metrics::new(MetricsMode::Prometheus, "h".into());
         metrics.record_status(200);
+        metrics.record_status(404);
+        metrics.record_inference_latency("m", "default", Duration::from_micros(7), Duration::ZERO);
         let filter = NameFilter::new(vec![
             "Requests2XX".into(),
             "ts_queue_latency_microseconds".into(),
@@ -462,9 +558,12 @@ mod tests {
             text,
             "# HELP Requests2XX Torchserve prometheus counter metric with unit: Count\n\
              # TYPE Requests2XX counter\n\
-             Requests2XX{Level=\"Host\",Hostname=\"h\",} 1.0\n\
+             Requests2XX{Level=\"Host\",Hostname=\"h\"} 1\n\
              # HELP ts_queue_latency_microseconds Torchserve prometheus counter metric with unit: Microseconds\n\
-             # TYPE ts_queue_latency_microseconds counter\n"
+             # TYPE ts_queue_latency_microseconds counter\n\
+             ts_queue_latency_microseconds{model_name=\"m\",model_version=\"default\",hostname=\"h\"} 0\n"
         );
+        let none = metrics.render(&[], &NameFilter::new(vec!["nothing".into()]));
+        assert_eq!(none, "");
     }
 }
