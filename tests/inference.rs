@@ -565,3 +565,32 @@ async fn slow_clients_are_cut_off_and_others_are_served() {
     assert_eq!(good.text().await.unwrap(), "1");
     server.stop().await;
 }
+
+/// A graceful stop: requests accepted before it are answered, then the listeners close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_accepted_requests_then_closes() {
+    let server = TestServer::start(&[slow("minWorkers: 1\nmaxWorkers: 1\n")], &[]).await;
+    let client = reqwest::Client::new();
+    let running: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/predictions/slow"));
+            tokio::spawn(async move {
+                let response = client.post(url).json(&json!({"n": [500]})).send().await;
+                response.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    common::wait_for_queue(
+        &server,
+        "slow",
+        "both requests to arrive",
+        |taken, pending| taken + pending as f64 == 2.0,
+    )
+    .await;
+    let address = server.addresses.inference;
+    server.stop().await;
+    for request in running {
+        assert_eq!(request.await.unwrap(), 200, "accepted before the stop");
+    }
+    assert!(tokio::net::TcpStream::connect(address).await.is_err());
+}
