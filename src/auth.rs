@@ -19,6 +19,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use crate::error::ServeError;
 
 mod middleware;
+mod throttle;
 pub use middleware::{authorize, Guard};
 
 /// The key file's name; TorchServe writes it in the working directory.
@@ -37,6 +38,8 @@ pub enum Api {
 /// The keys and where they are written; or nothing when token authorization is disabled.
 pub struct TokenAuth {
     enabled: Option<Enabled>,
+    /// Peers sending wrong keys are answered more and more slowly.
+    throttle: throttle::Throttle,
 }
 
 struct Enabled {
@@ -93,12 +96,28 @@ impl TokenAuth {
                 lifetime,
                 keys: RwLock::new(keys),
             }),
+            throttle: Default::default(),
         })
     }
 
     /// Token authorization turned off: every request passes and `/token` is not a route.
     pub fn disabled() -> TokenAuth {
-        TokenAuth { enabled: None }
+        TokenAuth {
+            enabled: None,
+            throttle: Default::default(),
+        }
+    }
+
+    /// A wrong key from `peer`: how long to wait before refusing it (see [`throttle`]).
+    pub fn refused(&self, peer: Option<std::net::IpAddr>) -> Duration {
+        peer.map_or(Duration::ZERO, |peer| self.throttle.failed(peer))
+    }
+
+    /// A right key from `peer`.
+    pub fn accepted(&self, peer: Option<std::net::IpAddr>) {
+        if let Some(peer) = peer {
+            self.throttle.succeeded(peer);
+        }
     }
 
     /// Whether keys are checked.
@@ -216,12 +235,13 @@ impl ExpiringKey {
     }
 }
 
-/// Six bytes from the OS CSPRNG, URL-safe base64: eight characters, as TorchServe's keys.
+/// 128 bits from the OS CSPRNG, URL-safe base64 without padding (22 characters). TorchServe's
+/// keys are 6 bytes; the file format and the header are the same.
 fn generate_key() -> Result<String, ServeError> {
-    let mut bytes = [0u8; 6];
+    let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes)
         .map_err(|error| ServeError::Internal(format!("no randomness for token keys: {error}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE.encode(bytes))
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The key file in TorchServe's layout (Gson pretty printing), written to a 0600 temp file in the

@@ -57,12 +57,22 @@ fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let pid_path = pid_file(cli);
+    let own = std::process::id() as i32;
+    if let Some(pid) = running_pid(&pid_path).filter(|&pid| pid != own) {
+        bail!(
+            "another oxserve (pid {pid}) holds {}; stop it first, or give this one its own --pid-file",
+            pid_path.display()
+        );
+    }
     runtime.block_on(async move {
         let listeners = Listeners::bind(&config).await.map_err(anyhow::Error::msg)?;
-        std::fs::write(&pid_path, std::process::id().to_string())
+        std::fs::write(&pid_path, own.to_string())
             .with_context(|| format!("cannot write {}", pid_path.display()))?;
         let result = server::run(config, listeners, shutdown_signal()).await;
-        let _ = std::fs::remove_file(&pid_path);
+        // Only our own: another server may have taken the file over since.
+        if recorded_pid(&pid_path) == Some(own) {
+            let _ = std::fs::remove_file(&pid_path);
+        }
         result.map_err(anyhow::Error::msg)
     })
 }
@@ -176,13 +186,37 @@ fn ping_healthy(address: &str, key: Option<&str>) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
+fn recorded_pid(pid_path: &Path) -> Option<i32> {
+    std::fs::read_to_string(pid_path).ok()?.trim().parse().ok()
+}
+
+/// The pid in the pid file, if it names a live oxserve process: after a `kill -9` the file can
+/// name a process that is gone, a zombie, or an unrelated program that reused the pid.
 fn running_pid(pid_path: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_path)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    let pid = recorded_pid(pid_path)?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ...`: the state follows the last `)`.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = program.file_name()?.to_string_lossy();
+    name.starts_with("oxserve").then_some(pid)
+}
+
+/// What a process was started with, for messages.
+fn command_line(pid: i32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|&byte| byte == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn stop(cli: &Cli) -> anyhow::Result<()> {
@@ -192,6 +226,7 @@ fn stop(cli: &Cli) -> anyhow::Result<()> {
         println!("oxserve is not running");
         return Ok(());
     };
+    println!("stopping oxserve (pid {pid}: {})", command_line(pid));
     let process = rustix::process::Pid::from_raw(pid).context("invalid pid")?;
     rustix::process::kill_process(process, rustix::process::Signal::TERM)
         .context("cannot signal the server")?;

@@ -219,3 +219,34 @@ fn a_missing_onnx_runtime_is_one_clear_line() {
         .unwrap();
     assert!(line.contains("install-onnxruntime.sh"), "{stderr}");
 }
+
+/// A pid file left by a `kill -9` may name a process that is gone or an unrelated program that
+/// reused the pid: neither blocks `--start`, and `--stop` never signals them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_pid_file_does_not_block_a_start() {
+    let (dir, port) = workspace();
+    let _stop = common::StopOnDrop::new(dir.path());
+    let pid_file = dir.path().join("oxserve.pid");
+    // This test's own process: alive, but not an oxserve.
+    std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
+    let output = oxserve(dir.path(), &["--stop"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("not running"));
+    std::fs::write(&pid_file, "999999999").unwrap();
+    start(dir.path(), &["mnist.mar"]);
+    assert_eq!(
+        predict(dir.path(), port, "/predictions/mnist", 3).await,
+        (200, "3".to_string())
+    );
+    // A second server on the same pid file is refused instead of taking it over.
+    let (other, _) = workspace();
+    let second = Command::new(OXSERVE)
+        .args(["--foreground", "--ncs", "--ts-config", "config.properties"])
+        .args(["--pid-file", pid_file.to_str().unwrap()])
+        .current_dir(other.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another oxserve"));
+    let stopped = oxserve(dir.path(), &["--stop"]);
+    assert!(String::from_utf8_lossy(&stopped.stdout).contains("stopping oxserve (pid"));
+}

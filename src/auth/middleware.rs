@@ -63,9 +63,19 @@ pub async fn authorize(
     if is_api_description(path) {
         return Ok(next.call(request).await?.map_into_boxed_body());
     }
+    let peer = request.peer_addr().map(|address| address.ip());
     match auth.check(api, authorization(&request)) {
-        Ok(()) => Ok(next.call(request).await?.map_into_boxed_body()),
-        Err(error) => Ok(request.error_response(error)),
+        Ok(()) => {
+            auth.accepted(peer);
+            Ok(next.call(request).await?.map_into_boxed_body())
+        }
+        Err(error) => {
+            let delay = auth.refused(peer);
+            if !delay.is_zero() {
+                actix_web::rt::time::sleep(delay).await;
+            }
+            Ok(request.error_response(error))
+        }
     }
 }
 
@@ -212,6 +222,27 @@ mod tests {
             ),
             400
         );
+
+        // A peer that keeps sending wrong keys is answered more and more slowly.
+        let wrong = || {
+            get("/ping", &management)
+                .peer_addr("10.0.0.9:4000".parse().expect("address"))
+                .to_request()
+        };
+        for _ in 0..super::super::throttle::FREE_FAILURES {
+            let started = std::time::Instant::now();
+            assert_eq!(
+                status(actix_test::call_service(&guarded, wrong()).await),
+                400
+            );
+            assert!(started.elapsed() < Duration::from_millis(100));
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(
+            status(actix_test::call_service(&guarded, wrong()).await),
+            400
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
 
         let open = actix_test::init_service(app(auth, None)).await;
         assert_eq!(

@@ -45,7 +45,7 @@ fn key_file_has_torchserve_layout_and_mode_0600() {
         key(&file, "API"),
     ];
     for key in &keys {
-        assert_eq!(key.len(), 8, "{key}");
+        assert_eq!(key.len(), 22, "{key}");
         assert!(key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
