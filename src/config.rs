@@ -105,6 +105,9 @@ pub struct Config {
     pub inference_address: SocketAddr,
     pub management_address: SocketAddr,
     pub metrics_address: SocketAddr,
+    /// The PEM key and certificate chain (`private_key_file`, `certificate_file`) when any of
+    /// the three addresses is `https://`, with which listeners use them.
+    pub tls: Option<TlsSettings>,
     pub model_store: Option<PathBuf>,
     /// Startup models (`--models` or `load_models`): `all`, file names, or `name=file`.
     pub load_models: Vec<String>,
@@ -187,6 +190,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log_location",
     "request_header_timeout_ms",
     "request_body_timeout_ms",
+    "private_key_file",
+    "certificate_file",
     // Accepted and not (yet) acted on; listed so they are not reported as unknown.
     "grpc_inference_address",
     "grpc_management_address",
@@ -215,8 +220,6 @@ const KNOWN_KEYS: &[&str] = &[
     "keystore",
     "keystore_pass",
     "keystore_type",
-    "private_key_file",
-    "certificate_file",
     "initial_worker_port",
     "async_logging",
     "prefer_direct_buffer",
@@ -323,10 +326,12 @@ impl Config {
         cli: &Cli,
     ) -> Result<Config, ConfigError> {
         let reader = Reader(&properties);
+        let tls = TlsSettings::from_properties(&properties)?;
         Ok(Config {
             inference_address: reader.address("inference_address", "http://127.0.0.1:8080")?,
             management_address: reader.address("management_address", "http://127.0.0.1:8081")?,
             metrics_address: reader.address("metrics_address", "http://127.0.0.1:8082")?,
+            tls,
             model_store: properties.get("model_store").map(PathBuf::from),
             load_models: properties
                 .get("load_models")
@@ -500,16 +505,57 @@ impl Reader<'_> {
     }
 }
 
-/// `http://host:port` (TorchServe's form) or a bare `host:port`.
+/// TLS for the listeners whose address is `https://` (TorchServe's keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub private_key_file: PathBuf,
+    pub certificate_file: PathBuf,
+    pub inference: bool,
+    pub management: bool,
+    pub metrics: bool,
+}
+
+impl TlsSettings {
+    fn from_properties(properties: &BTreeMap<String, String>) -> Result<Option<Self>, ConfigError> {
+        let https = |key: &str| {
+            properties
+                .get(key)
+                .is_some_and(|value| value.trim().starts_with("https://"))
+        };
+        let (inference, management, metrics) = (
+            https("inference_address"),
+            https("management_address"),
+            https("metrics_address"),
+        );
+        let first = match (inference, management, metrics) {
+            (true, _, _) => "inference_address",
+            (_, true, _) => "management_address",
+            (_, _, true) => "metrics_address",
+            _ => return Ok(None),
+        };
+        let file = |key: &str| {
+            properties.get(key).map(PathBuf::from).ok_or_else(|| {
+                ConfigError(format!(
+                    "{first} is https://, which needs {key} (a PEM file)"
+                ))
+            })
+        };
+        Ok(Some(TlsSettings {
+            private_key_file: file("private_key_file")?,
+            certificate_file: file("certificate_file")?,
+            inference,
+            management,
+            metrics,
+        }))
+    }
+}
+
+/// `http://host:port` or `https://host:port` (TorchServe's forms) or a bare `host:port`.
 pub fn parse_address(value: &str) -> Result<SocketAddr, String> {
     let value = value.trim();
-    if value.starts_with("https://") {
-        return Err(format!(
-            "{value:?}: https listeners are not supported yet; terminate TLS in front of oxserve"
-        ));
-    }
     let host_port = value
         .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
         .unwrap_or(value)
         .trim_end_matches('/');
     host_port
@@ -556,7 +602,7 @@ mod tests {
             ("enable_model_api", "yes"),
             ("metrics_mode", "statsd"),
             ("enable_metrics_api", "maybe"),
-            ("inference_address", "https://x:1"),
+            ("inference_address", "https://127.0.0.1:1"),
         ] {
             let properties = BTreeMap::from([(key.to_string(), value.to_string())]);
             let error = Config::from_properties(properties, &Cli::default()).expect_err(key);

@@ -132,7 +132,7 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
             .context("cannot start the server process")?
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    let ping = format!("{}", config.inference_address);
+    let probe = Probe::new(&config)?;
     let key_file = config.key_file_dir.join(oxserve::auth::KEY_FILE_NAME);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -141,7 +141,7 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
                 log_path.display()
             );
         }
-        if ping_healthy(&ping, inference_key(&key_file).as_deref()) {
+        if probe.healthy(inference_key(&key_file).as_deref()) {
             println!(
                 "oxserve started (pid {}), logging to {}",
                 child.id(),
@@ -165,25 +165,49 @@ fn inference_key(key_file: &Path) -> Option<String> {
     keys["inference"]["key"].as_str().map(str::to_string)
 }
 
-/// A minimal HTTP/1.1 `GET /ping` (the CLI needs no HTTP client library for this).
-fn ping_healthy(address: &str, key: Option<&str>) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let authorization = key
-        .map(|key| format!("Authorization: Bearer {key}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "GET /ping HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
+/// `GET /ping` on the inference listener, to tell when a server started in the background serves.
+struct Probe {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    url: String,
+    tls: bool,
+}
+
+impl Probe {
+    fn new(config: &Config) -> anyhow::Result<Probe> {
+        let tls = config.tls.as_ref().is_some_and(|tls| tls.inference);
+        let scheme = if tls { "https" } else { "http" };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start an async runtime")?;
+        let _entered = runtime.enter();
+        // Over TLS the probe sends no key, so it need not know whom it talks to: any answer
+        // means the server serves (it loads its startup models before it does).
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .danger_accept_invalid_certs(tls)
+            .build()
+            .context("cannot make an HTTP client")?;
+        Ok(Probe {
+            runtime,
+            client,
+            url: format!("{scheme}://{}/ping", config.inference_address),
+            tls,
+        })
     }
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+
+    /// Over plain HTTP: 200 `Healthy` (with the inference key when token authorization is on).
+    fn healthy(&self, key: Option<&str>) -> bool {
+        let mut request = self.client.get(&self.url);
+        if let Some(key) = key.filter(|_| !self.tls) {
+            request = request.bearer_auth(key);
+        }
+        match self.runtime.block_on(async { request.send().await }) {
+            Ok(response) => self.tls || response.status() == 200,
+            Err(_) => false,
+        }
+    }
 }
 
 fn recorded_pid(pid_path: &Path) -> Option<i32> {

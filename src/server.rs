@@ -217,6 +217,11 @@ pub async fn run(
         }
         auth
     };
+    // Read before any model loads, so that a bad key or certificate stops startup at once.
+    let tls = match &config.tls {
+        Some(settings) => Some((http::tls::server_config(settings)?, settings.clone())),
+        None => None,
+    };
     let restored = config.restored_snapshot.clone();
     let metrics = Arc::new(Metrics::new(config.metrics_mode, Metrics::local_hostname()));
     let state = Arc::new(AppState {
@@ -252,18 +257,29 @@ pub async fn run(
     }
     snapshotter::save(&state, SnapshotKind::Startup).await;
     let addresses = listeners.addresses().map_err(|error| error.to_string())?;
+    let scheme = |https: fn(&crate::config::TlsSettings) -> bool| match &tls {
+        Some((_, settings)) if https(settings) => "https",
+        _ => "http",
+    };
     let metrics_at = addresses
         .metrics
-        .map(|address| format!("http://{address}"))
+        .map(|address| format!("{}://{address}", scheme(|tls| tls.metrics)))
         .unwrap_or_else(|| "off (enable_metrics_api=false)".into());
     tracing::info!(
-        "inference API on http://{}, management API on http://{}, metrics {metrics_at}",
+        "inference API on {}://{}, management API on {}://{}, metrics {metrics_at}",
+        scheme(|tls| tls.inference),
         addresses.inference,
+        scheme(|tls| tls.management),
         addresses.management,
     );
     let inference_workers = io_threads(&state.config);
     let data = actix_web::web::Data::from(Arc::clone(&state));
     let mut servers = Vec::new();
+    let tls_for = |wanted: fn(&crate::config::TlsSettings) -> bool| {
+        tls.as_ref()
+            .filter(|(_, settings)| wanted(settings))
+            .map(|(config, _)| config.clone())
+    };
     let mut sockets = vec![
         (
             listeners.inference,
@@ -271,6 +287,7 @@ pub async fn run(
             Listener {
                 routes: http::inference::routes,
                 key: Some(Api::Inference),
+                tls: tls_for(|settings| settings.inference),
             },
         ),
         (
@@ -279,18 +296,17 @@ pub async fn run(
             Listener {
                 routes: http::management::routes,
                 key: Some(Api::Management),
+                tls: tls_for(|settings| settings.management),
             },
         ),
     ];
     if let Some(socket) = listeners.metrics {
-        sockets.push((
-            socket,
-            1,
-            Listener {
-                routes: http::metrics::routes,
-                key: None,
-            },
-        ));
+        let routes = Listener {
+            routes: http::metrics::routes,
+            key: None,
+            tls: tls_for(|settings| settings.metrics),
+        };
+        sockets.push((socket, 1, routes));
     }
     for (socket, workers, routes) in sockets {
         let mut stop = stop.clone();

@@ -359,3 +359,76 @@ async fn every_acknowledged_model_survives_kill_9() {
         .output();
     let _ = restarted.wait();
 }
+
+/// A throw-away CA and a server certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// (CA certificate PEM, certificate file, key file).
+fn test_certificates(dir: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let certificate = dir.join("server.pem");
+    let key = dir.join("server.key");
+    std::fs::write(&certificate, server.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+    (ca.pem(), certificate, key)
+}
+
+/// `https://` addresses with TorchServe's `private_key_file` / `certificate_file`: every
+/// listener speaks TLS with the configured certificate, and plain HTTP gets no answer there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_serve_with_the_configured_certificate() {
+    let certificates = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = test_certificates(certificates.path());
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let (certificate, key) = (certificate.display().to_string(), key.display().to_string());
+    let server = TestServer::start_with(
+        &[mnist()],
+        &[
+            ("inference_address", "https://127.0.0.1:0"),
+            ("management_address", "https://127.0.0.1:0"),
+            ("metrics_address", "https://127.0.0.1:0"),
+            ("certificate_file", &certificate),
+            ("private_key_file", &key),
+        ],
+        client.clone(),
+    )
+    .await;
+    assert!(server.url("/ping").starts_with("https://"));
+    let digit = std::fs::read(common::example("digit_5.png")).unwrap();
+    let answer = client
+        .post(server.url("/predictions/mnist"))
+        .body(digit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.text().await.unwrap(), "5");
+    for url in [server.management("/models"), server.metrics("/metrics")] {
+        assert_eq!(client.get(url).send().await.unwrap().status(), 200);
+    }
+    // Without the CA the certificate is not trusted; plain HTTP is not answered.
+    assert!(reqwest::get(server.url("/ping")).await.is_err());
+    let plain = server.url("/ping").replacen("https://", "http://", 1);
+    assert!(reqwest::get(plain).await.is_err());
+    server.stop().await;
+}
+
+#[test]
+fn an_https_address_needs_its_key_and_certificate() {
+    let properties = std::collections::BTreeMap::from([(
+        "management_address".to_string(),
+        "https://127.0.0.1:0".to_string(),
+    )]);
+    let error = oxserve::config::Config::from_properties(properties, &Default::default())
+        .expect_err("no key files");
+    assert!(error.0.contains("private_key_file"), "{error}");
+}

@@ -56,10 +56,12 @@ impl Settings {
     }
 }
 
-/// Which routes a listener serves and which key its requests need (none for metrics).
+/// Which routes a listener serves, which key its requests need (none for metrics), and its TLS
+/// (for an `https://` address).
 pub struct Listener {
     pub routes: fn(&mut web::ServiceConfig),
     pub key: Option<Api>,
+    pub tls: Option<rustls::ServerConfig>,
 }
 
 /// Starts serving `listener` on its own worker threads until `shutdown` resolves; then it stops
@@ -72,7 +74,7 @@ pub fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Server> {
-    let Listener { routes, key } = listener;
+    let Listener { routes, key, tls } = listener;
     let auth = web::Data::from(std::sync::Arc::clone(&state.auth));
     let server = HttpServer::new(move || {
         // Runs once on each worker thread as it starts.
@@ -97,8 +99,10 @@ pub fn serve(
     .client_disconnect_timeout(settings.disconnect_timeout)
     .shutdown_timeout(settings.shutdown_timeout.as_secs())
     .disable_signals()
-    .shutdown_signal(shutdown)
-    .listen(socket)?
-    .run();
-    Ok(server)
+    .shutdown_signal(shutdown);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(socket, tls)?,
+        None => server.listen(socket)?,
+    };
+    Ok(server.run())
 }

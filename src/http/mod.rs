@@ -10,6 +10,7 @@ pub mod management;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -108,6 +108,8 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
 /// A server running in this test process.
 pub struct TestServer {
     pub addresses: Addresses,
+    /// `http` or `https`, per listener: inference, management, metrics.
+    pub schemes: [&'static str; 3],
     pub store: tempfile::TempDir,
     /// LOG_LOCATION of this server: snapshots go to `config/` inside, key_file.json beside.
     pub logs: tempfile::TempDir,
@@ -119,6 +121,15 @@ impl TestServer {
     /// Packs `archives` into a fresh store and starts a server loading all of them, with extra
     /// config.properties keys.
     pub async fn start(archives: &[ArchiveSpec<'_>], properties: &[(&str, &str)]) -> TestServer {
+        Self::start_with(archives, properties, reqwest::Client::new()).await
+    }
+
+    /// As [`Self::start`], checking health with `client` (one that trusts a test CA, for TLS).
+    pub async fn start_with(
+        archives: &[ArchiveSpec<'_>],
+        properties: &[(&str, &str)],
+        client: reqwest::Client,
+    ) -> TestServer {
         let store = tempfile::tempdir().unwrap();
         for spec in archives {
             pack_into(store.path(), spec);
@@ -142,6 +153,15 @@ impl TestServer {
             keys.insert(key.to_string(), value.to_string());
         }
         let config = Config::from_properties(keys, &Cli::default()).unwrap();
+        let scheme = |https: fn(&oxserve::config::TlsSettings) -> bool| match &config.tls {
+            Some(tls) if https(tls) => "https",
+            _ => "http",
+        };
+        let schemes = [
+            scheme(|tls| tls.inference),
+            scheme(|tls| tls.management),
+            scheme(|tls| tls.metrics),
+        ];
         let listeners = Listeners::bind(&config).await.unwrap();
         let addresses = listeners.addresses().unwrap();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -150,17 +170,17 @@ impl TestServer {
         }));
         let server = TestServer {
             addresses,
+            schemes,
             store,
             logs,
             shutdown: Some(shutdown),
             task: Some(task),
         };
-        server.wait_until_healthy().await;
+        server.wait_until_healthy(&client).await;
         server
     }
 
-    async fn wait_until_healthy(&self) {
-        let client = reqwest::Client::new();
+    async fn wait_until_healthy(&self, client: &reqwest::Client) {
         for _ in 0..500 {
             // With token authorization on, /ping needs the inference key, as in TorchServe.
             let key = std::fs::read(self.logs.path().join("key_file.json"))
@@ -183,18 +203,18 @@ impl TestServer {
 
     /// A URL on the inference listener.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addresses.inference)
+        format!("{}://{}{path}", self.schemes[0], self.addresses.inference)
     }
 
     /// A URL on the management listener.
     pub fn management(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addresses.management)
+        format!("{}://{}{path}", self.schemes[1], self.addresses.management)
     }
 
     /// A URL on the metrics listener (which runs unless `enable_metrics_api=false`).
     pub fn metrics(&self, path: &str) -> String {
         let address = self.addresses.metrics.expect("the metrics API is enabled");
-        format!("http://{address}{path}")
+        format!("{}://{address}{path}", self.schemes[2])
     }
 
     /// The metrics API's Prometheus text.
