@@ -121,6 +121,9 @@ pub struct Config {
     pub request_header_timeout: Duration,
     /// Time a client has to send a request's body.
     pub request_body_timeout: Duration,
+    /// Most inputs (multipart parts or form fields) one inference request may carry: each is a
+    /// model input, so one small body must not turn into unbounded work.
+    pub max_request_parts: usize,
     pub default_response_timeout: Duration,
     pub default_startup_timeout: Duration,
     /// Workers per model when neither the archive nor the API says; 0 = automatic (1 per model,
@@ -190,6 +193,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log_location",
     "request_header_timeout_ms",
     "request_body_timeout_ms",
+    "max_request_parts",
     "private_key_file",
     "certificate_file",
     // Accepted and not (yet) acted on; listed so they are not reported as unknown.
@@ -358,6 +362,7 @@ impl Config {
             request_body_timeout: Duration::from_millis(
                 reader.number("request_body_timeout_ms", 60_000)? as u64,
             ),
+            max_request_parts: reader.number("max_request_parts", 64)?.max(1),
             default_response_timeout: Duration::from_secs(
                 reader.number("default_response_timeout", 120)? as u64,
             ),

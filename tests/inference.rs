@@ -594,3 +594,39 @@ async fn a_stop_answers_accepted_requests_then_closes() {
     }
     assert!(tokio::net::TcpStream::connect(address).await.is_err());
 }
+
+/// One small body cannot become unbounded work: more inputs than `max_request_parts` is a 400
+/// before any of them is decoded, as multipart parts or as form fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_too_many_parts_are_refused() {
+    let server = TestServer::start(&[mnist()], &[("max_request_parts", "3")]).await;
+    let client = reqwest::Client::new();
+    let form = (0..4).fold(reqwest::multipart::Form::new(), |form, _| {
+        form.part("data", reqwest::multipart::Part::bytes(vec![1u8; 10]))
+    });
+    let response = client
+        .post(server.url("/predictions/mnist"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_request_parts"));
+    let response = client
+        .post(server.url("/predictions/mnist"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("data=a&data=b&data=c&data=d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        common::digit_answer(&server, "/predictions/mnist", 0).await,
+        "0"
+    );
+    server.stop().await;
+}

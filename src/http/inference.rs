@@ -90,7 +90,7 @@ async fn predict(
         .map(str::to_string);
     let limits = BodyLimits::of(&state.config);
     let body = read_body(payload, declared_length(&request), limits).await?;
-    let items = request_items(body, &request, content_type).await?;
+    let items = request_items(body, &request, content_type, state.config.max_request_parts).await?;
     let several = items.len() > 1;
     // TorchServe's labels: the model as named, the version as requested ("default" if none).
     let version_label = version.as_deref().unwrap_or("default");
@@ -124,10 +124,16 @@ async fn request_items(
     body: Bytes,
     request: &HttpRequest,
     content_type: Option<String>,
+    max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
+    let too_many = || {
+        ServeError::BadRequest(format!(
+            "the request has more than {max_parts} parts (max_request_parts)"
+        ))
+    };
     let mime = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
     if mime.starts_with("multipart/form-data") {
-        return multipart_items(body, request).await;
+        return multipart_items(body, request, max_parts).await;
     }
     if mime.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -139,6 +145,9 @@ async fn request_items(
                 content_type: None,
             })
             .collect();
+        if items.len() > max_parts {
+            return Err(too_many());
+        }
         // `curl --data-binary @file` labels raw bytes as a form; without data/body fields the
         // whole body is the input.
         if !items.is_empty() {
@@ -162,6 +171,7 @@ async fn request_items(
 async fn multipart_items(
     body: Bytes,
     request: &HttpRequest,
+    max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
     let malformed = |error: actix_multipart::MultipartError| {
         ServeError::BadRequest(format!("malformed multipart body: {error}"))
@@ -171,6 +181,11 @@ async fn multipart_items(
     let mut named = Vec::new();
     let mut others = Vec::new();
     while let Some(field) = multipart.next().await {
+        if named.len() + others.len() == max_parts {
+            return Err(ServeError::BadRequest(format!(
+                "the request has more than {max_parts} parts (max_request_parts)"
+            )));
+        }
         let mut field = field.map_err(malformed)?;
         let name = field.name().unwrap_or("").to_string();
         let content_type = field.content_type().map(ToString::to_string);
