@@ -57,75 +57,9 @@ fn value_or_zero(text: &str, series: &str, missing_is_zero: bool) -> f64 {
     }
 }
 
-/// The standard Prometheus text format (0.0.4), line by line: per family a HELP line, its TYPE
-/// line, then only that family's samples (a histogram's `_bucket` with `le`, `_sum`, `_count`);
-/// label sets without a trailing comma; Go-parsable values; every family once. Then a standard
-/// parser must read every sample line.
-fn check_exposition(text: &str) {
-    let name = r"[a-zA-Z_:][a-zA-Z0-9_:]*";
-    let help = Regex::new(&format!(r"^# HELP ({name}) (?:[^\\\n]|\\[\\n])*$")).unwrap();
-    let kind = Regex::new(&format!(
-        r"^# TYPE ({name}) (counter|gauge|histogram|summary|untyped)$"
-    ))
-    .unwrap();
-    let label = r#"[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*""#;
-    let sample = Regex::new(&format!(
-        r"^({name})(?:\{{((?:{label})(?:,{label})*)?\}})? (\S+)$"
-    ))
-    .unwrap();
-    let number =
-        Regex::new(r"^(?:[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]Inf|NaN)$").unwrap();
-    assert!(text.ends_with('\n'), "the text ends with a newline");
-    let mut helped: Option<String> = None;
-    let mut family: Option<(String, String)> = None;
-    let mut seen = std::collections::HashSet::new();
-    let mut sample_lines = 0;
-    for line in text.lines().filter(|line| !line.is_empty()) {
-        if let Some(captures) = help.captures(line) {
-            assert!(helped.is_none(), "two HELP lines: {line}");
-            helped = Some(captures[1].to_string());
-            continue;
-        }
-        if let Some(captures) = kind.captures(line) {
-            assert_eq!(helped.take().as_deref(), Some(&captures[1]), "{line}");
-            assert!(seen.insert(captures[1].to_string()), "{line} twice");
-            family = Some((captures[1].to_string(), captures[2].to_string()));
-            continue;
-        }
-        assert!(helped.is_none(), "HELP without TYPE before {line}");
-        let captures = sample
-            .captures(line)
-            .unwrap_or_else(|| panic!("not an exposition line: {line:?}"));
-        let (name, kind) = family.as_ref().expect("a sample before any TYPE");
-        let sample_name = &captures[1];
-        let labels = captures.get(2).map_or("", |labels| labels.as_str());
-        if kind == "histogram" {
-            let suffix = sample_name.strip_prefix(name.as_str());
-            assert!(
-                matches!(suffix, Some("_bucket" | "_count" | "_sum")),
-                "{line}"
-            );
-            let has_le = labels.starts_with("le=\"") || labels.contains(",le=\"");
-            assert_eq!(suffix == Some("_bucket"), has_le, "{line}");
-        } else {
-            assert_eq!(sample_name, name, "{line}");
-        }
-        assert!(number.is_match(&captures[3]), "{line}");
-        sample_lines += 1;
-    }
-    assert!(helped.is_none(), "a HELP line at the end");
-    let lines = text.lines().map(|line| Ok(line.to_string()));
-    let parsed: usize = prometheus_parse::Scrape::parse(lines)
-        .unwrap()
-        .samples
-        .iter()
-        .map(|sample| match &sample.value {
-            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
-            _ => 1,
-        })
-        .sum();
-    assert_eq!(parsed, sample_lines, "the parser read every sample line");
-}
+/// The standard-format checker the unit tests use too.
+#[path = "../src/metrics/check.rs"]
+mod check;
 
 /// A sample's value as these tests expect it: a plain non-negative number.
 const NUMBER: &str = r"\d+(\.\d+)?\n";
@@ -206,7 +140,7 @@ async fn prometheus_mode_matches_torchserves_tests_and_counts_every_request() {
     }
     let after = scrape(&client, &server, "").await;
     println!("{after}");
-    check_exposition(&after);
+    check::exposition(&after);
 
     for pattern in torchserve_patterns("mnist") {
         let matches = Regex::new(&pattern).unwrap().find_iter(&after).count();
@@ -320,7 +254,7 @@ async fn name_filters_list_only_the_named_families() {
         lines[3],
         "# HELP ts_queue_latency_microseconds Torchserve prometheus counter metric with unit: Microseconds"
     );
-    check_exposition(&text);
+    check::exposition(&text);
     // Percent-encoded brackets, and a histogram named by one of its samples.
     let text = scrape(
         &client,
@@ -344,7 +278,7 @@ async fn log_and_legacy_modes_and_a_disabled_metrics_api_are_torchserves() {
     let url = server.url("/predictions/mnist");
     assert_eq!(predict(&client, &url, 4).await.0, 200);
     let text = scrape(&client, &server, "").await;
-    check_exposition(&text);
+    check::exposition(&text);
     assert!(
         !text.contains("Requests2XX") && !text.contains("ts_inference"),
         "{text}"
