@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use ort::session::RunOptions;
 use tokio::sync::oneshot;
 
+use crate::backend::CancelToken;
 use crate::cores::Counted;
 use crate::error::ServeError;
 use crate::prepare::Payload;
@@ -37,7 +37,7 @@ pub type JobResult = Result<Vec<serde_json::Value>, ServeError>;
 #[derive(Default)]
 pub struct RunHandle {
     /// Set by the worker while the job's batch runs; a std Mutex, never held across an await.
-    current: Mutex<Option<Arc<RunOptions>>>,
+    current: Mutex<Option<CancelToken>>,
     /// Nanoseconds from enqueueing until a worker took the job, plus one (0: not taken yet).
     /// Written once by the worker, read by the request side after the answer arrives.
     queued_nanos: AtomicU64,
@@ -59,17 +59,18 @@ impl RunHandle {
     }
 
     /// Called by the worker when the batch holding this job starts running.
-    pub fn attach(&self, options: &Arc<RunOptions>) {
+    pub fn attach(&self, token: &CancelToken) {
         if let Ok(mut current) = self.current.lock() {
-            *current = Some(Arc::clone(options));
+            *current = Some(token.clone());
         }
     }
 
-    /// Asks ONNX Runtime to stop the run (the worker then fails the batch and carries on).
+    /// Cancels the run the job is in, if one started (the worker then fails that run's
+    /// requests and carries on).
     pub fn terminate(&self) {
         if let Ok(current) = self.current.lock() {
-            if let Some(options) = current.as_ref() {
-                let _ = options.terminate();
+            if let Some(token) = current.as_ref() {
+                token.cancel();
             }
         }
     }

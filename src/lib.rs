@@ -32,6 +32,7 @@
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
 
 pub mod auth;
+pub mod backend;
 pub mod batching;
 pub mod config;
 pub mod cores;
@@ -48,7 +49,6 @@ pub mod model;
 pub mod prepare;
 pub mod properties;
 pub mod registry;
-pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod snapshotter;

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 use oxserve_archiver::unpack::{self, ExtractedArchive, Limits};
 use tokio::sync::oneshot;
 
+use crate::backend::{PreparedGraph, SessionSettings};
 use crate::batching::{BatchPolicy, Job, JobQueue, RunHandle, StopMode};
 use crate::error::ServeError;
 use crate::handler::{Handler, RequestItem};
 use crate::metrics::Metrics;
 pub use crate::metrics::ModelStats;
 use crate::prepare::Payload;
-use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
 mod settings;

@@ -196,7 +196,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let loaded = crate::runtime::init(config.ort_library.as_deref())?;
+    let loaded =
+        crate::backend::init(config.ort_library.as_deref()).map_err(|error| error.to_string())?;
     tracing::info!(
         "ONNX Runtime loaded from {} ({:?})",
         loaded.path.display(),

@@ -6,7 +6,6 @@
 //! requests of that batch; the worker carries on with the next one. Compute never touches the
 //! async runtime's threads.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use ort::session::{RunOptions, Session, SessionInputValue};
 use tokio::sync::oneshot;
 
+use crate::backend::{CancelToken, PreparedGraph, Session, SessionSettings};
 use crate::batching::{
     next_batch, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
 };
@@ -26,7 +25,6 @@ use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
 use crate::model::ModelStats;
 use crate::prepare::Payload;
-use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::tensor::HostTensor;
 
 /// Worker ids are unique in the process and start at TorchServe's `initial_worker_port`.
@@ -173,7 +171,7 @@ fn worker_loop(
         Err(error) => {
             tracing::warn!(worker = context.id, "cannot build the session: {error}");
             state.set(WorkerStatus::Stopped);
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(error.into()));
             return;
         }
     };
@@ -204,7 +202,7 @@ fn worker_loop(
         let mut replies = Replies::new(jobs);
         let mut handler_time = Duration::ZERO;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            process_batch(session.get_mut(), &context, &mut replies, &mut handler_time)
+            process_batch(&mut session, &context, &mut replies, &mut handler_time)
         }));
         if outcome.is_err() {
             tracing::error!(worker = context.id, model = %context.model_label, "a batch panicked; its requests fail, the worker carries on");
@@ -497,15 +495,12 @@ fn run_chunk(
     pad_to: Option<usize>,
     replies: &Replies,
 ) -> Result<Vec<BTreeMap<String, HostTensor>>, ServeError> {
-    let options =
-        Arc::new(RunOptions::new().map_err(|error| {
-            ServeError::Internal(format!("cannot create run options: {error}"))
-        })?);
+    let cancel = CancelToken::new()?;
     for slot in chunk.iter() {
         let handle: &Arc<RunHandle> = &replies.entries[slot.job].job.run_handle;
-        handle.attach(&options);
+        handle.attach(&cancel);
     }
-    let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
+    let mut inputs = BTreeMap::new();
     let first = &chunk[0].prepared;
     let total: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
     let has_rows = first
@@ -523,28 +518,12 @@ fn run_chunk(
         if let Some(rows) = padded {
             stacked = stacked.padded_to_rows(rows);
         }
-        inputs.push((
-            Cow::Owned(name),
-            SessionInputValue::from(stacked.into_ort()?),
-        ));
+        inputs.insert(name, stacked);
     }
-    let outputs = session
-        .run_with_options(inputs, &options)
-        .map_err(|error| {
-            let message = error.to_string();
-            tracing::warn!(model = %context.model_label, "inference failed: {message}");
-            if message.contains("terminate") {
-                ServeError::WorkerDied
-            } else if message.contains("allocat") || message.contains("bad_alloc") {
-                ServeError::OutOfResources
-            } else {
-                ServeError::PredictionFailed
-            }
-        })?;
-    let mut host = BTreeMap::new();
-    for (name, value) in outputs.iter() {
-        host.insert(name.to_string(), HostTensor::from_ort(&value)?);
-    }
+    let host = session.run(inputs, &cancel).map_err(|error| {
+        tracing::warn!(model = %context.model_label, "inference failed: {error}");
+        ServeError::from(error)
+    })?;
     if chunk.len() == 1 && padded.is_none() {
         return Ok(vec![host]);
     }

@@ -1,5 +1,5 @@
 //! The limit: bare ONNX Runtime running the graph on ready tensors (pre-processed once), with the
-//! sessions the server would build — `oxserve::runtime::PreparedGraph` (the graph optimised once,
+//! sessions the server would build — `oxserve::backend::PreparedGraph` (the graph optimised once,
 //! weights shared) with the server's default session count and intra-op threads — each session
 //! looping on its own thread. No HTTP, no
 //! queue, no decode: whatever oxserve adds on top shows as the distance to these figures.
@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ort::value::TensorRef;
-use oxserve::runtime::WorkerSession;
-use oxserve::runtime::{PreparedGraph, SessionSettings};
+use oxserve::backend::{PreparedGraph, SessionSettings};
 
 use crate::models::Model;
 use crate::report::{BareCase, Latency};
@@ -125,13 +124,13 @@ struct Session {
 
 /// One session's closed loop.
 fn session_loop(
-    mut session: WorkerSession,
+    mut session: oxserve::backend::Session,
     shape: &[usize],
     data: &[f32],
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Session> {
-    let session = session.get_mut();
+    let session = session.ort_mut();
     let input_name = session
         .inputs()
         .first()

@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
     };
     let binaries = binaries(&root, args.oxserve.clone())?;
     // The bare runs load the very library the server is given.
-    oxserve::runtime::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
+    oxserve::backend::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
     let mut set = args.set.clone();
     if !args.gpu {
         set.push("number_of_gpu=0".into());
