@@ -35,7 +35,6 @@ pub mod auth;
 pub mod backend;
 pub mod batching;
 pub mod config;
-pub mod cores;
 pub mod download;
 pub mod error;
 pub mod gpu;

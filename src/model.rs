@@ -249,17 +249,12 @@ impl ModelVersion {
         if submitted.is_err() {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
-        match tokio::time::timeout(
-            self.settings.response_timeout,
-            crate::cores::answer(answer, crate::cores::ANSWER_POLL),
-        )
-        .await
-        {
-            Ok(Some(result)) => result.map(|answers| Inferred {
+        match tokio::time::timeout(self.settings.response_timeout, answer).await {
+            Ok(Ok(result)) => result.map(|answers| Inferred {
                 answers,
                 queue_wait: run_handle.queue_wait().unwrap_or_default(),
             }),
-            Ok(None) => Err(ServeError::WorkerDied),
+            Ok(Err(_)) => Err(ServeError::WorkerDied),
             Err(_) => {
                 run_handle.terminate();
                 tracing::warn!(model = %self.name, "request exceeded the response timeout");

@@ -162,9 +162,6 @@ fn worker_loop(
     stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
-    // This thread may have been started by an I/O thread; its runs and ONNX Runtime's threads
-    // (started from here) must not wait behind I/O.
-    crate::cores::compete_normally();
     let building = Instant::now();
     let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,
@@ -185,14 +182,7 @@ fn worker_loop(
     let _ = ready.send(Ok(()));
     drop(ready);
     let mut draining = false;
-    let mut held = HeldReplies::default();
-    while let Next::Batch(jobs) = next_batch(
-        &context.jobs,
-        &stop,
-        &context.policy,
-        &mut draining,
-        &mut || held.send_all(),
-    ) {
+    while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy, &mut draining) {
         let taken = Instant::now();
         for job in &jobs {
             let waited = taken.saturating_duration_since(job.enqueued);
@@ -219,15 +209,8 @@ fn worker_loop(
             };
             context.stats.record_batch(times, ids.as_deref());
         }
-        // Only answers of short batches are held: the next batch is likely as short, so a held
-        // answer waits a fraction of HOLD_TIME; on a big graph a wake-up is cheap next to a run.
-        let short = taken.elapsed() <= HOLD_TIME / 2;
-        held.hold(replies);
-        if !short || context.jobs.is_idle() || held.is_due() {
-            held.send_all();
-        }
+        replies.send_all();
     }
-    held.send_all();
     tracing::info!(
         worker = context.id,
         "worker for {} stopped",
@@ -305,47 +288,6 @@ impl Replies {
             };
             let _ = reply.send(result);
         }
-    }
-}
-
-/// Answers held back while the queue has more work, so that the I/O thread is woken once for
-/// several of them instead of once each. A wake-up costs more than an answer on a small machine
-/// (futex, inter-processor interrupt, a context switch that evicts the worker's caches); under
-/// load the I/O thread then reads and writes several requests per wake-up, and the workers lose
-/// their cores to it less often. Only a short batch's answers (≤ `HOLD_TIME / 2` of compute: a
-/// small graph, where wake-ups weigh) are held; they go out as soon as the queue is empty, before
-/// the worker waits for anything, and at the latest after `HOLD_REQUESTS` answers or once the
-/// oldest has waited `HOLD_TIME` (checked after each batch). A lone request is never held.
-#[derive(Default)]
-struct HeldReplies {
-    batches: Vec<Replies>,
-    requests: usize,
-    since: Option<Instant>,
-}
-
-/// Answers held at most (see [`HeldReplies`]).
-const HOLD_REQUESTS: usize = 8;
-/// How long the oldest held answer waits at most.
-const HOLD_TIME: Duration = Duration::from_millis(1);
-
-impl HeldReplies {
-    fn hold(&mut self, replies: Replies) {
-        self.requests += replies.entries.len();
-        self.since.get_or_insert_with(Instant::now);
-        self.batches.push(replies);
-    }
-
-    fn is_due(&self) -> bool {
-        self.requests >= HOLD_REQUESTS
-            || self.since.is_some_and(|since| since.elapsed() >= HOLD_TIME)
-    }
-
-    fn send_all(&mut self) {
-        for mut replies in self.batches.drain(..) {
-            replies.send_all();
-        }
-        self.requests = 0;
-        self.since = None;
     }
 }
 
@@ -546,40 +488,4 @@ fn run_chunk(
         start += rows;
     }
     Ok(per_item)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batching::tests::job;
-
-    #[test]
-    fn held_answers_go_out_when_due_and_not_before() {
-        let mut held = HeldReplies::default();
-        let mut answers = Vec::new();
-        for _ in 0..HOLD_REQUESTS - 1 {
-            let (queued, answer) = job();
-            let mut replies = Replies::new(vec![queued]);
-            replies.entries[0].answers[0] = Some(serde_json::json!(1));
-            held.hold(replies);
-            answers.push(answer);
-        }
-        assert!(!held.is_due(), "fewer than HOLD_REQUESTS, just now");
-        for answer in &mut answers {
-            assert!(answer.try_recv().is_err(), "held, not sent");
-        }
-        let (queued, answer) = job();
-        held.hold(Replies::new(vec![queued]));
-        answers.push(answer);
-        assert!(held.is_due(), "HOLD_REQUESTS answers are due");
-        held.send_all();
-        for mut answer in answers.into_iter().take(HOLD_REQUESTS - 1) {
-            let answered = answer.try_recv().expect("sent");
-            assert_eq!(answered.expect("an answer"), vec![serde_json::json!(1)]);
-        }
-        let (queued, _answer) = job();
-        held.hold(Replies::new(vec![queued]));
-        std::thread::sleep(HOLD_TIME);
-        assert!(held.is_due(), "the oldest waited HOLD_TIME");
-    }
 }

@@ -57,9 +57,8 @@ struct Args {
     /// Models to measure: digits, resnet18.
     #[arg(long, value_delimiter = ',', default_value = "digits,resnet18")]
     models: Vec<String>,
-    /// `maxBatchDelay` in the archives, in ms: TorchServe's default. With oxserve's default
-    /// batching a short batch waits for it only while enough photos to fill it are still being
-    /// decoded and no other worker is idle; a lone request never waits.
+    /// `maxBatchDelay` in the archives, in ms: TorchServe's default. oxserve's default batching
+    /// never waits for it (a batch is what is queued); it matters only with `batchWait: fill`.
     #[arg(long, default_value_t = 100)]
     max_batch_delay: u64,
     /// The ResNet-18 graph [default: <root>/.cache/models/resnet18.onnx].
