@@ -394,7 +394,8 @@ impl Config {
                 crate::download::DEFAULT_MAX_BYTES,
                 crate::download::DEFAULT_TIMEOUT,
                 crate::download::DEFAULT_MAX_REDIRECTS,
-            )?,
+            )
+            .map_err(ConfigError)?,
             token_expiration: crate::auth::expiration_from_config(
                 properties.get("token_expiration_min").map(String::as_str),
             ),

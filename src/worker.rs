@@ -23,7 +23,7 @@ use crate::batching::{
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
-use crate::model::ModelStats;
+use crate::metrics::ModelStats;
 use crate::prepare::Payload;
 use crate::tensor::HostTensor;
 

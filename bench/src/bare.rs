@@ -23,7 +23,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// What `oxserve::server::default_settings` gives a model whose archive sets no workers or
+    /// What `oxserve::model::ModelSettings::defaults` gives a model whose archive sets no workers or
     /// threads (the archives the harness packs set neither), under the `--set` lines.
     pub fn server_default(set: &[String], gpu: bool) -> anyhow::Result<Sessions> {
         let mut properties = std::collections::BTreeMap::new();
@@ -36,7 +36,7 @@ impl Sessions {
         let mut config =
             oxserve::config::Config::from_properties(properties, &oxserve::config::Cli::default())?;
         config.gpus = usize::from(gpu);
-        let settings = oxserve::server::default_settings(&config);
+        let settings = oxserve::model::ModelSettings::defaults(&config);
         Ok(Sessions {
             count: settings.min_workers.max(1),
             intra_op_threads: settings.intra_op_threads,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::batching::BatchWait;
+use crate::config::Config;
 
 /// Where a model version's workers run (TorchServe's `deviceType` and `deviceIds`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,42 @@ pub struct ModelSettings {
     pub intra_op_threads: usize,
     pub limit_max_image_pixels: bool,
     pub device: Device,
+}
+
+/// Default workers per model when `default_workers_per_model` is unset: one per core (as
+/// TorchServe), at most this many.
+const MAX_DEFAULT_WORKERS: usize = 4;
+
+impl ModelSettings {
+    /// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Each worker's
+    /// session gets `cores / workers` intra-op threads unless `intra_op_threads` is set, so
+    /// workers × threads = cores and never more (TorchServe's trap is N workers each using every
+    /// core).
+    pub fn defaults(config: &Config) -> ModelSettings {
+        let workers = if config.default_workers_per_model == 0 {
+            Config::cores().clamp(1, MAX_DEFAULT_WORKERS)
+        } else {
+            config.default_workers_per_model
+        };
+        let threads = if config.intra_op_threads == 0 {
+            (Config::cores() / workers).max(1)
+        } else {
+            config.intra_op_threads
+        };
+        ModelSettings {
+            min_workers: workers,
+            max_workers: workers,
+            batch_size: 1,
+            max_batch_delay: Duration::from_millis(100),
+            batch_wait: BatchWait::Eager,
+            response_timeout: config.default_response_timeout,
+            startup_timeout: config.default_startup_timeout,
+            job_queue_size: config.job_queue_size,
+            intra_op_threads: threads,
+            limit_max_image_pixels: config.limit_max_image_pixels,
+            device: Device::default_for(config.gpus),
+        }
+    }
 }
 
 /// Settings given with a registration request (TorchServe: config.properties < yaml < API).
@@ -239,6 +276,26 @@ pub(super) fn apply_model_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_workers_and_threads_fill_the_cores_without_oversubscribing() {
+        let config = Config::from_properties(Default::default(), &crate::config::Cli::default())
+            .expect("defaults");
+        let settings = ModelSettings::defaults(&config);
+        let cores = Config::cores();
+        assert_eq!(settings.min_workers, cores.clamp(1, MAX_DEFAULT_WORKERS));
+        assert_eq!(settings.max_workers, settings.min_workers);
+        assert!(settings.min_workers * settings.intra_op_threads <= cores.max(1));
+        assert!(settings.intra_op_threads >= 1);
+
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert("default_workers_per_model".to_string(), "3".to_string());
+        properties.insert("intra_op_threads".to_string(), "5".to_string());
+        let config =
+            Config::from_properties(properties, &crate::config::Cli::default()).expect("config");
+        let settings = ModelSettings::defaults(&config);
+        assert_eq!((settings.min_workers, settings.intra_op_threads), (3, 5));
+    }
 
     fn two_gpus() -> Device {
         Device::default_for(2)
