@@ -20,11 +20,13 @@ use crate::prepare::Payload;
 mod load;
 mod pool;
 mod settings;
+mod threads;
 
 pub use load::LoadRequest;
 pub use pool::WorkerInfo;
 use pool::WorkerPool;
 pub use settings::{Device, ModelSettings, SettingsOverride};
+pub use threads::plan_threads;
 
 /// A request's answers, and how long it waited for a worker.
 #[derive(Debug)]

@@ -91,6 +91,8 @@ pub struct WorkerHandle {
     pub id: u32,
     /// The CUDA device its session runs on; `None` on the CPU.
     pub gpu: Option<u32>,
+    /// Its session's intra-op threads.
+    pub threads: usize,
     pub state: Arc<WorkerState>,
     /// Wakes the worker out of its wait for jobs; capacity 1, so signalling never blocks.
     stop: Sender<StopMode>,
@@ -108,6 +110,7 @@ impl WorkerHandle {
         });
         let id = context.id;
         let gpu = context.session.gpu;
+        let threads = context.session.intra_op_threads;
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name(format!("W-{}-{}", context.id, context.model_label))
@@ -119,6 +122,7 @@ impl WorkerHandle {
             Ok(Ok(())) => Ok(WorkerHandle {
                 id,
                 gpu,
+                threads,
                 state,
                 stop,
                 thread: Some(thread),
@@ -174,9 +178,10 @@ fn worker_loop(
     };
     tracing::info!(
         worker = context.id,
-        "session ready for {} in {:?}",
+        "session ready for {} in {:?} ({} intra-op threads)",
         context.model_label,
-        building.elapsed()
+        building.elapsed(),
+        context.session.intra_op_threads
     );
     state.set(WorkerStatus::Ready);
     let _ = ready.send(Ok(()));

@@ -23,9 +23,14 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// What `oxserve::model::ModelSettings::defaults` gives a model whose archive sets no workers or
-    /// threads (the archives the harness packs set neither), under the `--set` lines.
-    pub fn server_default(set: &[String], gpu: bool) -> anyhow::Result<Sessions> {
+    /// The sessions the server gives a model under the `--set` lines: `workers` of them when the
+    /// archive sets that many (`--workers`), else `oxserve::model::ModelSettings::defaults`'
+    /// count, each with the threads `oxserve::model::plan_threads` plans for that count.
+    pub fn server_default(
+        set: &[String],
+        gpu: bool,
+        workers: Option<usize>,
+    ) -> anyhow::Result<Sessions> {
         let mut properties = std::collections::BTreeMap::new();
         for line in set {
             let (key, value) = line
@@ -37,9 +42,14 @@ impl Sessions {
             oxserve::config::Config::from_properties(properties, &oxserve::config::Cli::default())?;
         config.gpus = usize::from(gpu);
         let settings = oxserve::model::ModelSettings::defaults(&config);
+        let count = workers.unwrap_or(settings.min_workers).max(1);
         Ok(Sessions {
-            count: settings.min_workers.max(1),
-            intra_op_threads: settings.intra_op_threads,
+            count,
+            intra_op_threads: oxserve::model::plan_threads(
+                settings.intra_op_threads,
+                count,
+                oxserve::config::Config::cores(),
+            ),
             gpu,
         })
     }

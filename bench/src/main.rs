@@ -79,6 +79,10 @@ struct Args {
     /// held to the CPU (`number_of_gpu=0`), like the bare runs.
     #[arg(long)]
     gpu: bool,
+    /// Workers of the model under test (model-config.yaml `minWorkers`/`maxWorkers`), and so the
+    /// bare runs' sessions [default: the server's default workers per model].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Skip the pre-processing, cold-start and memory measurements.
     #[arg(long)]
     no_probes: bool,
@@ -114,7 +118,7 @@ fn main() -> anyhow::Result<()> {
     if !args.gpu {
         set.push("number_of_gpu=0".into());
     }
-    let sessions = Sessions::server_default(&set, args.gpu)?;
+    let sessions = Sessions::server_default(&set, args.gpu, args.workers)?;
     let models = load_models(&root, &args)?;
     report::emit(
         "meta",
@@ -172,6 +176,7 @@ fn main() -> anyhow::Result<()> {
                     ..timing
                 },
                 config: &set,
+                workers: args.workers,
                 // Once per run, on the first server, at the highest concurrency.
                 http_floor: (model_index == 0 && batch_index == 0)
                     .then(|| concurrencies.iter().copied().max())

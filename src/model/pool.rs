@@ -15,6 +15,7 @@ use crate::metrics::ModelStats;
 use crate::worker::{WorkerContext, WorkerHandle, WorkerStatus};
 
 use super::settings::{Device, ModelSettings};
+use super::threads::plan_threads;
 
 /// One worker, as the describe API shows it.
 pub struct WorkerInfo {
@@ -23,6 +24,8 @@ pub struct WorkerInfo {
     pub status: WorkerStatus,
     /// The CUDA device its session runs on; `None` on the CPU.
     pub gpu: Option<u32>,
+    /// Its session's intra-op threads (see [`super::plan_threads`]).
+    pub threads: usize,
 }
 
 /// What a pool starts its workers with.
@@ -87,19 +90,42 @@ impl WorkerPool {
     }
 
     /// Sets the worker range and starts or stops workers until `min` are live. Stopping lets
-    /// in-flight batches finish; scaling to zero first serves everything already queued.
+    /// in-flight batches finish; scaling to zero first serves everything already queued. When
+    /// the new count changes the thread plan, the running workers are replaced by `min` new ones
+    /// with the new plan (started before the old ones stop, so the model keeps serving).
     /// Blocking (session builds).
     pub fn scale(&self, min: usize, max: usize) -> Result<(), ServeError> {
         let _serialised = self.scaling.lock().map_err(|_| poisoned("scale lock"))?;
         self.min_workers.store(min, Ordering::Release);
         self.max_workers.store(max.max(min), Ordering::Release);
-        let current = self.lock_workers()?.len();
-        if current > min {
+        let threads = plan_threads(
+            self.spec.settings.intra_op_threads,
+            min,
+            crate::config::Config::cores(),
+        );
+        let (current, replanned) = {
+            let workers = self.lock_workers()?;
+            let replanned = workers.iter().any(|worker| worker.threads != threads);
+            (workers.len(), replanned)
+        };
+        if min == 0 || (current > min && !replanned) {
             self.stop_surplus(min)?;
+        } else if !replanned {
+            self.start(current, min, threads)?;
         } else {
-            self.start(current, min)?;
+            self.start(current, current + min, threads)?;
+            self.stop_first(current)?;
         }
         crate::memory::return_free_memory();
+        Ok(())
+    }
+
+    /// Stops the `count` oldest workers (after their current batch).
+    fn stop_first(&self, count: usize) -> Result<(), ServeError> {
+        let old: Vec<WorkerHandle> = self.lock_workers()?.drain(..count).collect();
+        old.iter()
+            .for_each(|worker| worker.request_stop(StopMode::AfterBatch));
+        old.into_iter().for_each(WorkerHandle::join);
         Ok(())
     }
 
@@ -118,8 +144,9 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// Starts workers until `target` are live (`current` are).
-    fn start(&self, current: usize, target: usize) -> Result<(), ServeError> {
+    /// Starts workers with `threads` intra-op threads each until `target` are live (`current`
+    /// are).
+    fn start(&self, current: usize, target: usize, threads: usize) -> Result<(), ServeError> {
         let spec = &self.spec;
         if let (true, Some(handler)) = (target > current, &spec.unusable_handler) {
             tracing::error!(model = %spec.name, "handler {handler:?} is neither built in nor runnable");
@@ -131,7 +158,7 @@ impl WorkerPool {
             let started = Instant::now();
             let graph = self.prepared_graph()?;
             let session = SessionSettings {
-                intra_op_threads: spec.settings.intra_op_threads,
+                intra_op_threads: threads,
                 spinning: false,
                 gpu: spec.settings.device.next_worker_gpu(&self.gpu_rotation),
             };
@@ -224,6 +251,7 @@ impl WorkerPool {
                         started: worker.state.started_at,
                         status: worker.state.status(),
                         gpu: worker.gpu,
+                        threads: worker.threads,
                     })
                     .collect()
             })

@@ -101,8 +101,9 @@ pub struct ModelSettings {
     /// How long starting one worker may take (TorchServe's `startup_timeout`).
     pub startup_timeout: Duration,
     pub job_queue_size: usize,
-    /// ONNX Runtime intra-op threads per worker session.
-    pub intra_op_threads: usize,
+    /// ONNX Runtime intra-op threads per worker session when set explicitly; `None`: planned
+    /// from the model's worker count ([`super::plan_threads`]).
+    pub intra_op_threads: Option<usize>,
     pub limit_max_image_pixels: bool,
     pub device: Device,
 }
@@ -112,21 +113,15 @@ pub struct ModelSettings {
 const MAX_DEFAULT_WORKERS: usize = 4;
 
 impl ModelSettings {
-    /// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Each worker's
-    /// session gets `cores / workers` intra-op threads unless `intra_op_threads` is set, so
-    /// workers × threads = cores and never more (TorchServe's trap is N workers each using every
-    /// core).
+    /// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Intra-op
+    /// threads are left to the plan ([`super::plan_threads`]) unless `intra_op_threads` is set.
     pub fn defaults(config: &Config) -> ModelSettings {
         let workers = if config.default_workers_per_model == 0 {
             Config::cores().clamp(1, MAX_DEFAULT_WORKERS)
         } else {
             config.default_workers_per_model
         };
-        let threads = if config.intra_op_threads == 0 {
-            (Config::cores() / workers).max(1)
-        } else {
-            config.intra_op_threads
-        };
+        let threads = (config.intra_op_threads > 0).then_some(config.intra_op_threads);
         ModelSettings {
             min_workers: workers,
             max_workers: workers,
@@ -268,7 +263,7 @@ pub(super) fn apply_model_config(
         .get("intraOpThreads")
         .and_then(|value| value.as_u64())
     {
-        settings.intra_op_threads = threads.max(1) as usize;
+        settings.intra_op_threads = Some(threads.max(1) as usize);
     }
     settings.max_workers = settings.max_workers.max(settings.min_workers);
 }
@@ -285,8 +280,9 @@ mod tests {
         let cores = Config::cores();
         assert_eq!(settings.min_workers, cores.clamp(1, MAX_DEFAULT_WORKERS));
         assert_eq!(settings.max_workers, settings.min_workers);
-        assert!(settings.min_workers * settings.intra_op_threads <= cores.max(1));
-        assert!(settings.intra_op_threads >= 1);
+        assert_eq!(settings.intra_op_threads, None, "planned from the workers");
+        let threads = super::super::plan_threads(None, settings.min_workers, cores);
+        assert!(settings.min_workers * threads <= cores.max(1));
 
         let mut properties = std::collections::BTreeMap::new();
         properties.insert("default_workers_per_model".to_string(), "3".to_string());
@@ -294,7 +290,10 @@ mod tests {
         let config =
             Config::from_properties(properties, &crate::config::Cli::default()).expect("config");
         let settings = ModelSettings::defaults(&config);
-        assert_eq!((settings.min_workers, settings.intra_op_threads), (3, 5));
+        assert_eq!(
+            (settings.min_workers, settings.intra_op_threads),
+            (3, Some(5))
+        );
     }
 
     fn two_gpus() -> Device {
