@@ -410,6 +410,15 @@ impl Config {
         })
     }
 
+    /// What logging reads from the config.
+    pub fn log_settings(&self) -> crate::logging::LogSettings<'_> {
+        crate::logging::LogSettings {
+            log_config: self.log_config.as_deref(),
+            log_location: &self.log_location,
+            metrics_location: &self.metrics_location,
+        }
+    }
+
     /// The number of cores this process may use.
     pub fn cores() -> usize {
         std::thread::available_parallelism()

@@ -39,7 +39,7 @@ fn pid_file(cli: &Cli) -> PathBuf {
 
 fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     let (config, warnings) = Config::load(cli)?;
-    let _log_writers = oxserve::logging::init(&config);
+    let _log_writers = oxserve::logging::init(&config.log_settings());
     for warning in warnings {
         tracing::warn!("{warning}");
     }
