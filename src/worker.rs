@@ -1,8 +1,8 @@
-//! Workers: one OS thread per ONNX Runtime session, looping on the model's bounded queue. A worker
+//! Workers: one OS thread per backend session, looping on the model's bounded queue. A worker
 //! builds its session on its own thread, reports readiness once, then for each batch:
 //! pre-processes every item (a bad item fails only its own request, 400), stacks items that share
 //! a shape along the batch axis in runs of at most `batch_size` rows, runs the session, splits the
-//! outputs back per item and post-processes them. A panic or an ONNX Runtime error fails only the
+//! outputs back per item and post-processes them. A panic or a backend error fails only the
 //! requests of that batch; the worker carries on with the next one. Compute never touches the
 //! async runtime's threads.
 
@@ -360,9 +360,7 @@ fn process_batch(
     slots.retain(|slot| replies.entries[slot.job].error.is_none());
     // On a GPU, every run of a batching model gets `batch_size` rows, short ones padded with
     // zero rows: the extra rows cost the GPU next to nothing, while ONNX Runtime's CUDA kernels
-    // are set up again for every change of input shape. Measured on an H100 with batch_size 8
-    // at concurrency 16 (runs of 1 to 8 rows): ~2.7 ms per run of the digits CNN unpadded,
-    // against ~0.6 ms per full run.
+    // are set up again for every change of input shape.
     let batch_size = context.policy.batch_size;
     let pad_to = (context.session.gpu.is_some() && handler.batchable() && batch_size > 1)
         .then_some(batch_size);

@@ -5,10 +5,10 @@
 //! # One copy of the weights per model
 //! `Session::run` takes `&mut self` (ort: concurrent runs on one session are not safe), so each
 //! worker owns a session. Built from the ONNX graph, every session would optimise and copy all
-//! weights again (~60 MiB more per ResNet-18 worker). Instead a model's graph is optimised once
+//! weights again. Instead a model's graph is optimised once
 //! into ONNX Runtime's own format ([`PreparedGraph::prepare`]) and every worker's session is
 //! built straight from those bytes with `session.use_ort_model_bytes_for_initializers`: the
-//! weights stay in the one shared buffer, and a session costs ~2 ms and its activations.
+//! weights stay in the one shared buffer, and a session costs little more than its activations.
 //! Pre-packed weights are shared through one container per model. The ONNX bytes are the fallback
 //! when a graph cannot be saved in that format.
 //!
@@ -189,8 +189,7 @@ fn configure(
 /// cuDNN picks convolution algorithms by heuristics, as PyTorch does by default
 /// (`cudnn.benchmark = False`). ONNX Runtime's default, an exhaustive search, times every
 /// algorithm the first time a session sees an input shape: with batches of 1 to `batch_size`
-/// rows that is a stall of up to hundreds of milliseconds per new shape and worker, measured
-/// on an H100 as p50 latencies of 110–200 ms at concurrency 16 with `batch_size` 8.
+/// rows that is a stall per new shape and worker.
 fn cuda(device: u32) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CUDA::default()
         .with_device_id(device as i32)
