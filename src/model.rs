@@ -1,6 +1,6 @@
 //! A loaded model version: its unpacked archive, handler, job queue and workers. `infer` is the
-//! one entry point both transports call. Loading ([`load`]: unpacking, settings, handler) and
-//! running workers ([`pool`]: start, scale, stop) are blocking work: callers run them off the
+//! one entry point both transports call. Loading (`load.rs`: unpacking, settings, handler) and
+//! running workers (`pool.rs`: start, scale, stop) are blocking work: callers run them off the
 //! async runtime.
 
 use std::path::PathBuf;

@@ -74,7 +74,7 @@ pub fn measure(
         .with_context(|| format!("reading {}", model.graph.display()))?;
     let settings = SessionSettings {
         intra_op_threads: sessions.intra_op_threads,
-        // The server never spins (model.rs); spinning would flatter the limit.
+        // The server never spins (model/pool.rs); spinning would flatter the limit.
         spinning: false,
         gpu: sessions.gpu.then_some(0),
     };
