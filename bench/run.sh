@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark in one command (issue 6): oxserve over real HTTP against bare ONNX Runtime on the
-# same graphs, on this machine, in one run of about 5-6 minutes (about a minute with --quick).
+# same graphs, on this machine, in one run of about 6 minutes (about a minute with --quick).
 #
-#   bench/run.sh                 # full run: digits CNN + ResNet-18, concurrency 1/4/16/64 x batch 1/8
+#   bench/run.sh                 # full run: digits CNN + ResNet-18, concurrency 1/4/16/64 x batch 1/8,
+#                                # then ResNet-18 batch 8 with one worker (minWorkers: 1), concurrency 16
 #   bench/run.sh --quick         # CI smoke run
 #   bench/run.sh --models digits --duration 10    # any oxserve-bench flag (see --help)
 #
@@ -56,4 +57,10 @@ case " $* " in
     done
     ;;
 esac
+if [ $# -eq 0 ]; then
+  target/release/oxserve-bench "${reference[@]}"
+  # A model set to one worker must still use every core (its threads follow its own workers).
+  exec target/release/oxserve-bench --models resnet18 --batch-sizes 8 --concurrency 16 \
+    --workers 1 --no-probes
+fi
 exec target/release/oxserve-bench "${reference[@]}" "$@"

@@ -404,7 +404,8 @@ impl Config {
                 crate::download::DEFAULT_MAX_BYTES,
                 crate::download::DEFAULT_TIMEOUT,
                 crate::download::DEFAULT_MAX_REDIRECTS,
-            )?,
+            )
+            .map_err(ConfigError)?,
             token_expiration: crate::auth::expiration_from_config(
                 properties.get("token_expiration_min").map(String::as_str),
             ),
@@ -417,6 +418,15 @@ impl Config {
             restored_snapshot: None,
             properties,
         })
+    }
+
+    /// What logging reads from the config.
+    pub fn log_settings(&self) -> crate::logging::LogSettings<'_> {
+        crate::logging::LogSettings {
+            log_config: self.log_config.as_deref(),
+            log_location: &self.log_location,
+            metrics_location: &self.metrics_location,
+        }
     }
 
     /// The number of cores this process may use.

@@ -22,7 +22,6 @@ use regex::{Regex, RegexBuilder};
 
 pub use remote::download;
 
-use crate::config::ConfigError;
 use crate::error::ServeError;
 
 /// `allowed_urls` when the key is absent: local archives only.
@@ -63,7 +62,7 @@ impl UrlPolicy {
         max_bytes: u64,
         timeout: Duration,
         max_redirects: usize,
-    ) -> Result<UrlPolicy, ConfigError> {
+    ) -> Result<UrlPolicy, String> {
         let allowed = allowed_urls
             .unwrap_or(DEFAULT_ALLOWED_URLS)
             .split(',')
@@ -73,9 +72,7 @@ impl UrlPolicy {
                 RegexBuilder::new(&format!("^(?:{pattern})$"))
                     .case_insensitive(true)
                     .build()
-                    .map_err(|error| {
-                        ConfigError(format!("config key allowed_urls: {pattern:?}: {error}"))
-                    })
+                    .map_err(|error| format!("config key allowed_urls: {pattern:?}: {error}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(UrlPolicy {

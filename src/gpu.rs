@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::runtime::LoadedRuntime;
+use crate::backend::{cuda, LoadedRuntime};
 
 /// What to tell a user whose ONNX Runtime has no CUDA provider.
 const PROVIDER_HINT: &str = "install the GPU build with `scripts/install-onnxruntime.sh --gpu` (the onnxruntime-gpu wheel's libraries, CUDA 13), or point ORT_DYLIB_PATH at an onnxruntime-gpu libonnxruntime.so";
@@ -173,9 +173,7 @@ fn narrowed_by(list: &str) -> usize {
 
 /// The CUDA provider is in the loaded build and its libraries load.
 fn cuda_ready(runtime: &LoadedRuntime) -> Result<(), String> {
-    use ort::ep::ExecutionProvider;
-    let listed = <ort::ep::CUDA as ExecutionProvider>::is_available()
-        .map_err(|error| format!("cannot ask ONNX Runtime for its providers: {error}"))?;
+    let listed = cuda::provider_listed().map_err(|error| error.to_string())?;
     if !listed {
         return Err(format!(
             "the ONNX Runtime at {} has no CUDA provider; {PROVIDER_HINT}",
@@ -186,7 +184,7 @@ fn cuda_ready(runtime: &LoadedRuntime) -> Result<(), String> {
         preload_from(&folder);
     }
     for library in ["libcudart.so.13", "libcublas.so.13", "libcudnn.so.9"] {
-        ort::util::preload_dylib(library)
+        cuda::preload(Path::new(library))
             .map_err(|error| format!("{library} cannot be loaded ({error}); {CUDA_HINT}"))?;
     }
     Ok(())
@@ -195,13 +193,10 @@ fn cuda_ready(runtime: &LoadedRuntime) -> Result<(), String> {
 /// Loads, from one folder, every CUDA and cuDNN library the provider needs that is there, in
 /// dependency order. Once loaded, the provider's own lookups by name find them.
 fn preload_from(folder: &Path) {
-    let names = ort::ep::cuda::CUDA_DYLIBS
-        .iter()
-        .chain(ort::ep::cuda::CUDNN_DYLIBS);
-    for name in names {
+    for name in cuda::library_names() {
         let path = folder.join(name);
         if path.is_file() {
-            if let Err(error) = ort::util::preload_dylib(&path) {
+            if let Err(error) = cuda::preload(&path) {
                 tracing::debug!("cannot pre-load {}: {error}", path.display());
             }
         }

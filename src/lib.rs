@@ -5,22 +5,24 @@
 //! - [`http`]: the three listeners (inference 8080, management 8081, metrics 8082): decode,
 //!   call the model, encode, map errors.
 //! - [`registry`]: models by name → versions → default; lookups only.
-//! - [`model`]: a loaded model version: unpacked archive, handler, queue, workers; `infer()`.
+//! - [`model`]: a loaded model version and `infer()`; [`model`]'s `load` unpacks an archive,
+//!   merges its settings and builds its handler, its `pool` starts, scales and stops workers.
 //! - [`prepare`]: large items (photos) pre-processed on the blocking pool before queueing.
 //! - [`batching`]: the bounded per-model queue and the batch policy.
-//! - [`worker`]: one thread per ONNX Runtime session: batches → handler → session → answers.
+//! - [`worker`]: one thread per backend session: batches → handler → session → answers.
 //! - [`handler`]: TorchServe's default handlers in Rust (pure functions of bytes and tensors).
 //! - [`tensor`]: host tensors stacked and split along the batch axis.
+//! - [`backend`]: the only module that knows ONNX Runtime: loading it, prepared graphs and
+//!   sessions, execution providers, tensor conversion, run cancellation, typed errors.
 //!
 //! Around it:
+//! - [`state`]: what every request handler can reach ([`state::AppState`]).
 //! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
 //! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
 //!   oxserve's per-model histograms, and the host sampler.
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
-//! - [`gpu`]: which NVIDIA GPUs models may use, and the CUDA libraries ONNX Runtime needs.
-//! - [`runtime`]: loading ONNX Runtime; a model's graph optimised once, weights shared by its
-//!   workers' sessions.
+//! - [`gpu`]: which NVIDIA GPUs models may use, and where the CUDA libraries are.
 //! - [`memory`]: freed pages back to the OS after model loads.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
@@ -32,9 +34,9 @@
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
 
 pub mod auth;
+pub mod backend;
 pub mod batching;
 pub mod config;
-pub mod cores;
 pub mod download;
 pub mod error;
 pub mod gpu;
@@ -48,29 +50,10 @@ pub mod model;
 pub mod prepare;
 pub mod properties;
 pub mod registry;
-pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod snapshotter;
+pub mod state;
 pub mod store;
 pub mod tensor;
 pub mod worker;
-
-/// What every request handler can reach.
-pub struct AppState {
-    pub config: config::Config,
-    pub registry: registry::Registry,
-    /// Token authorization (TorchServe's key_file.json), or disabled.
-    pub auth: std::sync::Arc<auth::TokenAuth>,
-    pub snapshots: snapshotter::SnapshotWriter,
-    /// TorchServe's metrics, shared with every model's workers.
-    pub metrics: std::sync::Arc<metrics::Metrics>,
-}
-
-impl AppState {
-    /// Called after every state-changing management call, before it is acknowledged: writes a
-    /// snapshot so the change survives a restart.
-    pub async fn changed(self: &std::sync::Arc<Self>) {
-        snapshotter::save(self, snapshot::SnapshotKind::Snapshot).await;
-    }
-}

@@ -38,8 +38,6 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::config::Config;
-
 pub mod buffered;
 
 /// The filter when `--log-config` gives none. Per-request lines (access log, metrics) go to their
@@ -149,10 +147,21 @@ impl std::fmt::Display for StampText {
     }
 }
 
+/// What to log and where: the parts of the server's config logging reads
+/// ([`crate::config::Config::log_settings`]).
+pub struct LogSettings<'a> {
+    /// `--log-config` (see [`filter_directives`]).
+    pub log_config: Option<&'a str>,
+    /// `LOG_LOCATION`: event logs and the access log.
+    pub log_location: &'a Path,
+    /// `METRICS_LOCATION`: the metric line logs.
+    pub metrics_location: &'a Path,
+}
+
 /// Installs the subscriber. Problems (an unreadable folder, a bad filter) are reported on
 /// stderr and logging goes on without that part.
-pub fn init(config: &Config) -> LogGuards {
-    let directives = filter_directives(config.log_config.as_deref());
+pub fn init(config: &LogSettings<'_>) -> LogGuards {
+    let directives = filter_directives(config.log_config);
     let user_filter = || {
         EnvFilter::try_new(&directives).unwrap_or_else(|error| {
             eprintln!("oxserve: log filter {directives:?} is invalid ({error}); using info");
@@ -200,7 +209,7 @@ pub fn init(config: &Config) -> LogGuards {
         ("model_log.log", Box::new(user_filter().and(model_targets))),
     ];
     for (name, filter) in event_files {
-        if let Some(writer) = open(&config.log_location, name) {
+        if let Some(writer) = open(config.log_location, name) {
             layers.push(
                 fmt::layer()
                     .with_ansi(false)
@@ -213,8 +222,8 @@ pub fn init(config: &Config) -> LogGuards {
     }
     let line_files = LineLog::ALL.map(|log| {
         let folder = match log {
-            LineLog::Access => &config.log_location,
-            LineLog::TsMetrics | LineLog::ModelMetrics => &config.metrics_location,
+            LineLog::Access => config.log_location,
+            LineLog::TsMetrics | LineLog::ModelMetrics => config.metrics_location,
         };
         open(folder, log.file_name())
     });

@@ -39,20 +39,18 @@ fn pid_file(cli: &Cli) -> PathBuf {
 
 fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     let (config, warnings) = Config::load(cli)?;
-    let _log_writers = oxserve::logging::init(&config);
+    let _log_writers = oxserve::logging::init(&config.log_settings());
     for warning in warnings {
         tracing::warn!("{warning}");
     }
     // A photo's second decoding thread (handler/photo) is I/O-side work too.
     let _ = rayon::ThreadPoolBuilder::new()
         .thread_name(|index| format!("oxserve-photo-{index}"))
-        .start_handler(|_| oxserve::cores::defer_to_workers())
         .build_global();
     // Starting, stopping, loading and snapshots; the listeners run on their own actix workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("oxserve-io")
-        .on_thread_start(oxserve::cores::defer_to_workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::ServeError;
 use crate::model::{LoadRequest, ModelVersion, SettingsOverride};
 use crate::registry::AddError;
-use crate::AppState;
+use crate::state::AppState;
 
 /// A successful management answer: HTTP status and the `status` text TorchServe sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +91,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
         downloaded: downloaded.clone(),
         name: params.model_name.clone(),
         url: url.clone(),
-        settings: crate::server::default_settings(&state.config),
+        settings: crate::model::ModelSettings::defaults(&state.config),
         apply_model_config: true,
         models_config: Some(Arc::new(state.config.models.clone())),
         overrides: SettingsOverride {
@@ -133,7 +133,7 @@ pub async fn register(state: &Arc<AppState>, params: RegisterParams) -> Result<S
     }
     let (workers, _) = model.worker_range();
     if workers == 0 {
-        state.changed().await;
+        crate::snapshotter::changed(state).await;
         return Ok(Status::ok(format!(
             "Model \"{name}\" Version: {version} registered with 0 initial workers. Use scale workers API to add workers for the model."
         )));
@@ -226,7 +226,7 @@ async fn change_workers(
                 })
                 .await;
             }
-            state.changed().await;
+            crate::snapshotter::changed(&state).await;
             result.is_ok()
         }
     };
@@ -254,7 +254,7 @@ pub async fn unregister(
         Ok(())
     })
     .await?;
-    state.changed().await;
+    crate::snapshotter::changed(state).await;
     Ok(Status::ok(format!("Model \"{name}\" unregistered")))
 }
 
@@ -265,7 +265,7 @@ pub async fn set_default(
     version: &str,
 ) -> Result<Status, ServeError> {
     state.registry.set_default(name, version)?;
-    state.changed().await;
+    crate::snapshotter::changed(state).await;
     Ok(Status::ok(format!(
         "Default version successfully updated for model \"{name}\" to \"{version}\""
     )))

@@ -6,21 +6,20 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::batching::BatchWait;
 use crate::config::Config;
 use crate::error::ServeError;
 use crate::metrics::Metrics;
-use crate::model::{Device, LoadRequest, ModelSettings, ModelVersion};
+use crate::model::{LoadRequest, ModelSettings, ModelVersion};
 use crate::registry::Registry;
 
 use crate::auth::{Api, TokenAuth};
 use crate::http::listener::{self, Listener, Settings};
 use crate::snapshot::SnapshotKind;
-use crate::{http, snapshotter, store, AppState};
+use crate::state::AppState;
+use crate::{http, snapshotter, store};
 
 /// The bound listeners (port 0 in tests gives free ports).
 pub struct Listeners {
@@ -72,44 +71,6 @@ impl Listeners {
     }
 }
 
-/// Default workers per model when `default_workers_per_model` is unset: one per core (as
-/// TorchServe), at most this many; each worker's session then gets `cores / workers` intra-op
-/// threads, so workers × threads = cores and never more (TorchServe's trap is N workers each
-/// using every core).
-const MAX_DEFAULT_WORKERS: usize = 4;
-
-/// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Measured on 2
-/// cores, 2 workers × 1 thread serve 1.3–1.5× the requests of 1 worker × 2 threads on the
-/// digits CNN and ~1.15× on ResNet-18; one thread per run suits small ops best. The price is
-/// latency at low load on big graphs (a lone ResNet-18 request: ~40 ms instead of ~21 ms);
-/// `default_workers_per_model=1` buys it back. One process-wide ONNX Runtime pool shared by all
-/// sessions was tried: lone requests as fast as 1 × 2, but ~25% fewer images/s under load.
-pub fn default_settings(config: &Config) -> ModelSettings {
-    let workers = if config.default_workers_per_model == 0 {
-        Config::cores().clamp(1, MAX_DEFAULT_WORKERS)
-    } else {
-        config.default_workers_per_model
-    };
-    let threads = if config.intra_op_threads == 0 {
-        (Config::cores() / workers).max(1)
-    } else {
-        config.intra_op_threads
-    };
-    ModelSettings {
-        min_workers: workers,
-        max_workers: workers,
-        batch_size: 1,
-        max_batch_delay: Duration::from_millis(100),
-        batch_wait: BatchWait::Eager,
-        response_timeout: config.default_response_timeout,
-        startup_timeout: config.default_startup_timeout,
-        job_queue_size: config.job_queue_size,
-        intra_op_threads: threads,
-        limit_max_image_pixels: config.limit_max_image_pixels,
-        device: Device::default_for(config.gpus),
-    }
-}
-
 /// Loads the models `--models`/`load_models` name. A model that fails is logged and skipped,
 /// as TorchServe does; the server still starts.
 async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
@@ -137,7 +98,7 @@ async fn load_startup_models(state: &Arc<AppState>) -> Result<(), String> {
             downloaded: None,
             name: entry.name.clone(),
             url: entry.url.clone(),
-            settings: default_settings(&state.config),
+            settings: ModelSettings::defaults(&state.config),
             apply_model_config: true,
             models_config: Some(Arc::new(state.config.models.clone())),
             overrides: Default::default(),
@@ -196,7 +157,8 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let loaded = crate::runtime::init(config.ort_library.as_deref())?;
+    let loaded =
+        crate::backend::init(config.ort_library.as_deref()).map_err(|error| error.to_string())?;
     tracing::info!(
         "ONNX Runtime loaded from {} ({:?})",
         loaded.path.display(),
@@ -228,7 +190,7 @@ pub async fn run(
         config,
         registry: Registry::default(),
         auth: Arc::new(auth),
-        snapshots: Default::default(),
+        snapshot_lock: Default::default(),
         metrics,
     });
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
@@ -335,29 +297,4 @@ pub async fn run(
         tokio::task::spawn_blocking(move || models.iter().for_each(|model| model.shutdown())).await;
     tracing::info!("oxserve stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_workers_and_threads_fill_the_cores_without_oversubscribing() {
-        let config = Config::from_properties(Default::default(), &crate::config::Cli::default())
-            .expect("defaults");
-        let settings = default_settings(&config);
-        let cores = Config::cores();
-        assert_eq!(settings.min_workers, cores.clamp(1, MAX_DEFAULT_WORKERS));
-        assert_eq!(settings.max_workers, settings.min_workers);
-        assert!(settings.min_workers * settings.intra_op_threads <= cores.max(1));
-        assert!(settings.intra_op_threads >= 1);
-
-        let mut properties = std::collections::BTreeMap::new();
-        properties.insert("default_workers_per_model".to_string(), "3".to_string());
-        properties.insert("intra_op_threads".to_string(), "5".to_string());
-        let config =
-            Config::from_properties(properties, &crate::config::Cli::default()).expect("config");
-        let settings = default_settings(&config);
-        assert_eq!((settings.min_workers, settings.intra_op_threads), (3, 5));
-    }
 }

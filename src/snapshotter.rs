@@ -7,19 +7,18 @@
 //! the configuration, and its models are loaded back here.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ServeError;
 use crate::model::{LoadRequest, ModelVersion, SettingsOverride};
 use crate::snapshot::{self, Snapshot, SnapshotKind, SnapshotModel};
-use crate::AppState;
+use crate::state::AppState;
 
-/// Serialises snapshot writes: concurrent management calls must not interleave files.
-#[derive(Default)]
-pub struct SnapshotWriter {
-    /// Held while a snapshot is captured and written (on a blocking thread, never across an await).
-    lock: Mutex<()>,
+/// Called after every state-changing management call, before it is acknowledged: writes a
+/// snapshot so the change survives a restart.
+pub async fn changed(state: &Arc<AppState>) {
+    save(state, SnapshotKind::Snapshot).await;
 }
 
 /// The server's state as a snapshot.
@@ -63,8 +62,7 @@ pub async fn save(state: &Arc<AppState>, kind: SnapshotKind) {
     let state = Arc::clone(state);
     let written = tokio::task::spawn_blocking(move || {
         let _serialised = state
-            .snapshots
-            .lock
+            .snapshot_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = snapshot::default_dir(Some(&state.config.log_location));
@@ -107,7 +105,7 @@ pub async fn restore(state: &Arc<AppState>, snapshot: &Snapshot) {
                 downloaded: None,
                 name: Some(name.clone()),
                 url: entry.mar_name.clone(),
-                settings: crate::server::default_settings(&state.config),
+                settings: crate::model::ModelSettings::defaults(&state.config),
                 apply_model_config: true,
                 models_config: None,
                 overrides: SettingsOverride {

@@ -1,8 +1,7 @@
 //! Host tensors: a shape plus typed, row-major data. Handlers produce them, workers stack them
-//! along the batch axis into one ONNX Runtime input and split outputs back into rows. Kept as flat
+//! along the batch axis into one run's input and split outputs back into rows ([`crate::backend`]
+//! converts them to and from ONNX Runtime's values). Kept as flat
 //! `Vec`s (not ndarray views) because stacking and splitting along axis 0 is then just slicing.
-
-use ort::value::{DynTensor, DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::error::ServeError;
 
@@ -182,52 +181,6 @@ impl HostTensor {
                 .values
                 .slice(start * row_len, (start + count) * row_len),
         }
-    }
-
-    /// Moves the tensor into an ONNX Runtime value.
-    pub fn into_ort(self) -> Result<DynTensor, ServeError> {
-        let shape: Vec<i64> = self.shape.iter().map(|&dim| dim as i64).collect();
-        let result = each_variant!(self.values, data => Tensor::from_array((shape, data)).map(|tensor| tensor.upcast()));
-        result
-            .map_err(|error| ServeError::Internal(format!("cannot build an input tensor: {error}")))
-    }
-
-    /// Copies an ONNX Runtime output into a host tensor.
-    pub fn from_ort(value: &DynValue) -> Result<HostTensor, ServeError> {
-        let internal =
-            |error: ort::Error| ServeError::Internal(format!("cannot read an output: {error}"));
-        let ValueType::Tensor { ty, .. } = value.dtype() else {
-            return Err(ServeError::Internal(
-                "the graph returned a non-tensor output".into(),
-            ));
-        };
-        macro_rules! extract {
-            ($t:ty, $variant:ident) => {{
-                let (shape, data) = value.try_extract_tensor::<$t>().map_err(internal)?;
-                (
-                    shape
-                        .iter()
-                        .map(|&dim| dim.max(0) as usize)
-                        .collect::<Vec<_>>(),
-                    TensorValues::$variant(data.to_vec()),
-                )
-            }};
-        }
-        let (shape, values) = match ty {
-            TensorElementType::Float32 => extract!(f32, F32),
-            TensorElementType::Float64 => extract!(f64, F64),
-            TensorElementType::Int64 => extract!(i64, I64),
-            TensorElementType::Int32 => extract!(i32, I32),
-            TensorElementType::Uint8 => extract!(u8, U8),
-            TensorElementType::Int8 => extract!(i8, I8),
-            TensorElementType::Bool => extract!(bool, Bool),
-            other => {
-                return Err(ServeError::Internal(format!(
-                    "output element type {other} is not supported"
-                )));
-            }
-        };
-        Ok(HostTensor { shape, values })
     }
 }
 

@@ -1,12 +1,11 @@
-//! Workers: one OS thread per ONNX Runtime session, looping on the model's bounded queue. A worker
+//! Workers: one OS thread per backend session, looping on the model's bounded queue. A worker
 //! builds its session on its own thread, reports readiness once, then for each batch:
 //! pre-processes every item (a bad item fails only its own request, 400), stacks items that share
 //! a shape along the batch axis in runs of at most `batch_size` rows, runs the session, splits the
-//! outputs back per item and post-processes them. A panic or an ONNX Runtime error fails only the
+//! outputs back per item and post-processes them. A panic or a backend error fails only the
 //! requests of that batch; the worker carries on with the next one. Compute never touches the
 //! async runtime's threads.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -15,18 +14,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use ort::session::{RunOptions, Session, SessionInputValue};
 use tokio::sync::oneshot;
 
+use crate::backend::{CancelToken, PreparedGraph, Session, SessionSettings};
 use crate::batching::{
     next_batch, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
 };
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
-use crate::model::ModelStats;
+use crate::metrics::ModelStats;
 use crate::prepare::Payload;
-use crate::runtime::{PreparedGraph, SessionSettings};
 use crate::tensor::HostTensor;
 
 /// Worker ids are unique in the process and start at TorchServe's `initial_worker_port`.
@@ -93,6 +91,8 @@ pub struct WorkerHandle {
     pub id: u32,
     /// The CUDA device its session runs on; `None` on the CPU.
     pub gpu: Option<u32>,
+    /// Its session's intra-op threads.
+    pub threads: usize,
     pub state: Arc<WorkerState>,
     /// Wakes the worker out of its wait for jobs; capacity 1, so signalling never blocks.
     stop: Sender<StopMode>,
@@ -110,6 +110,7 @@ impl WorkerHandle {
         });
         let id = context.id;
         let gpu = context.session.gpu;
+        let threads = context.session.intra_op_threads;
         let thread_state = Arc::clone(&state);
         let thread = std::thread::Builder::new()
             .name(format!("W-{}-{}", context.id, context.model_label))
@@ -121,6 +122,7 @@ impl WorkerHandle {
             Ok(Ok(())) => Ok(WorkerHandle {
                 id,
                 gpu,
+                threads,
                 state,
                 stop,
                 thread: Some(thread),
@@ -164,37 +166,28 @@ fn worker_loop(
     stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
-    // This thread may have been started by an I/O thread; its runs and ONNX Runtime's threads
-    // (started from here) must not wait behind I/O.
-    crate::cores::compete_normally();
     let building = Instant::now();
     let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,
         Err(error) => {
             tracing::warn!(worker = context.id, "cannot build the session: {error}");
             state.set(WorkerStatus::Stopped);
-            let _ = ready.send(Err(error));
+            let _ = ready.send(Err(error.into()));
             return;
         }
     };
     tracing::info!(
         worker = context.id,
-        "session ready for {} in {:?}",
+        "session ready for {} in {:?} ({} intra-op threads)",
         context.model_label,
-        building.elapsed()
+        building.elapsed(),
+        context.session.intra_op_threads
     );
     state.set(WorkerStatus::Ready);
     let _ = ready.send(Ok(()));
     drop(ready);
     let mut draining = false;
-    let mut held = HeldReplies::default();
-    while let Next::Batch(jobs) = next_batch(
-        &context.jobs,
-        &stop,
-        &context.policy,
-        &mut draining,
-        &mut || held.send_all(),
-    ) {
+    while let Next::Batch(jobs) = next_batch(&context.jobs, &stop, &context.policy, &mut draining) {
         let taken = Instant::now();
         for job in &jobs {
             let waited = taken.saturating_duration_since(job.enqueued);
@@ -204,7 +197,7 @@ fn worker_loop(
         let mut replies = Replies::new(jobs);
         let mut handler_time = Duration::ZERO;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            process_batch(session.get_mut(), &context, &mut replies, &mut handler_time)
+            process_batch(&mut session, &context, &mut replies, &mut handler_time)
         }));
         if outcome.is_err() {
             tracing::error!(worker = context.id, model = %context.model_label, "a batch panicked; its requests fail, the worker carries on");
@@ -221,15 +214,8 @@ fn worker_loop(
             };
             context.stats.record_batch(times, ids.as_deref());
         }
-        // Only answers of short batches are held: the next batch is likely as short, so a held
-        // answer waits a fraction of HOLD_TIME; on a big graph a wake-up is cheap next to a run.
-        let short = taken.elapsed() <= HOLD_TIME / 2;
-        held.hold(replies);
-        if !short || context.jobs.is_idle() || held.is_due() {
-            held.send_all();
-        }
+        replies.send_all();
     }
-    held.send_all();
     tracing::info!(
         worker = context.id,
         "worker for {} stopped",
@@ -310,47 +296,6 @@ impl Replies {
     }
 }
 
-/// Answers held back while the queue has more work, so that the I/O thread is woken once for
-/// several of them instead of once each. A wake-up costs more than an answer on a small machine
-/// (futex, inter-processor interrupt, a context switch that evicts the worker's caches); under
-/// load the I/O thread then reads and writes several requests per wake-up, and the workers lose
-/// their cores to it less often. Only a short batch's answers (≤ `HOLD_TIME / 2` of compute: a
-/// small graph, where wake-ups weigh) are held; they go out as soon as the queue is empty, before
-/// the worker waits for anything, and at the latest after `HOLD_REQUESTS` answers or once the
-/// oldest has waited `HOLD_TIME` (checked after each batch). A lone request is never held.
-#[derive(Default)]
-struct HeldReplies {
-    batches: Vec<Replies>,
-    requests: usize,
-    since: Option<Instant>,
-}
-
-/// Answers held at most (see [`HeldReplies`]).
-const HOLD_REQUESTS: usize = 8;
-/// How long the oldest held answer waits at most.
-const HOLD_TIME: Duration = Duration::from_millis(1);
-
-impl HeldReplies {
-    fn hold(&mut self, replies: Replies) {
-        self.requests += replies.entries.len();
-        self.since.get_or_insert_with(Instant::now);
-        self.batches.push(replies);
-    }
-
-    fn is_due(&self) -> bool {
-        self.requests >= HOLD_REQUESTS
-            || self.since.is_some_and(|since| since.elapsed() >= HOLD_TIME)
-    }
-
-    fn send_all(&mut self) {
-        for mut replies in self.batches.drain(..) {
-            replies.send_all();
-        }
-        self.requests = 0;
-        self.since = None;
-    }
-}
-
 /// One pre-processed item and where its answer goes.
 struct Slot {
     job: usize,
@@ -415,9 +360,7 @@ fn process_batch(
     slots.retain(|slot| replies.entries[slot.job].error.is_none());
     // On a GPU, every run of a batching model gets `batch_size` rows, short ones padded with
     // zero rows: the extra rows cost the GPU next to nothing, while ONNX Runtime's CUDA kernels
-    // are set up again for every change of input shape. Measured on an H100 with batch_size 8
-    // at concurrency 16 (runs of 1 to 8 rows): ~2.7 ms per run of the digits CNN unpadded,
-    // against ~0.6 ms per full run.
+    // are set up again for every change of input shape.
     let batch_size = context.policy.batch_size;
     let pad_to = (context.session.gpu.is_some() && handler.batchable() && batch_size > 1)
         .then_some(batch_size);
@@ -497,15 +440,12 @@ fn run_chunk(
     pad_to: Option<usize>,
     replies: &Replies,
 ) -> Result<Vec<BTreeMap<String, HostTensor>>, ServeError> {
-    let options =
-        Arc::new(RunOptions::new().map_err(|error| {
-            ServeError::Internal(format!("cannot create run options: {error}"))
-        })?);
+    let cancel = CancelToken::new()?;
     for slot in chunk.iter() {
         let handle: &Arc<RunHandle> = &replies.entries[slot.job].job.run_handle;
-        handle.attach(&options);
+        handle.attach(&cancel);
     }
-    let mut inputs: Vec<(Cow<'static, str>, SessionInputValue<'static>)> = Vec::new();
+    let mut inputs = BTreeMap::new();
     let first = &chunk[0].prepared;
     let total: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
     let has_rows = first
@@ -523,28 +463,12 @@ fn run_chunk(
         if let Some(rows) = padded {
             stacked = stacked.padded_to_rows(rows);
         }
-        inputs.push((
-            Cow::Owned(name),
-            SessionInputValue::from(stacked.into_ort()?),
-        ));
+        inputs.insert(name, stacked);
     }
-    let outputs = session
-        .run_with_options(inputs, &options)
-        .map_err(|error| {
-            let message = error.to_string();
-            tracing::warn!(model = %context.model_label, "inference failed: {message}");
-            if message.contains("terminate") {
-                ServeError::WorkerDied
-            } else if message.contains("allocat") || message.contains("bad_alloc") {
-                ServeError::OutOfResources
-            } else {
-                ServeError::PredictionFailed
-            }
-        })?;
-    let mut host = BTreeMap::new();
-    for (name, value) in outputs.iter() {
-        host.insert(name.to_string(), HostTensor::from_ort(&value)?);
-    }
+    let host = session.run(inputs, &cancel).map_err(|error| {
+        tracing::warn!(model = %context.model_label, "inference failed: {error}");
+        ServeError::from(error)
+    })?;
     if chunk.len() == 1 && padded.is_none() {
         return Ok(vec![host]);
     }
@@ -567,40 +491,4 @@ fn run_chunk(
         start += rows;
     }
     Ok(per_item)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batching::tests::job;
-
-    #[test]
-    fn held_answers_go_out_when_due_and_not_before() {
-        let mut held = HeldReplies::default();
-        let mut answers = Vec::new();
-        for _ in 0..HOLD_REQUESTS - 1 {
-            let (queued, answer) = job();
-            let mut replies = Replies::new(vec![queued]);
-            replies.entries[0].answers[0] = Some(serde_json::json!(1));
-            held.hold(replies);
-            answers.push(answer);
-        }
-        assert!(!held.is_due(), "fewer than HOLD_REQUESTS, just now");
-        for answer in &mut answers {
-            assert!(answer.try_recv().is_err(), "held, not sent");
-        }
-        let (queued, answer) = job();
-        held.hold(Replies::new(vec![queued]));
-        answers.push(answer);
-        assert!(held.is_due(), "HOLD_REQUESTS answers are due");
-        held.send_all();
-        for mut answer in answers.into_iter().take(HOLD_REQUESTS - 1) {
-            let answered = answer.try_recv().expect("sent");
-            assert_eq!(answered.expect("an answer"), vec![serde_json::json!(1)]);
-        }
-        let (queued, _answer) = job();
-        held.hold(Replies::new(vec![queued]));
-        std::thread::sleep(HOLD_TIME);
-        assert!(held.is_due(), "the oldest waited HOLD_TIME");
-    }
 }

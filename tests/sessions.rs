@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use ort::session::Session;
-use ort::value::TensorRef;
-use oxserve::runtime::{build_session, PreparedGraph, SessionSettings};
+use std::collections::BTreeMap;
+
+use oxserve::backend::{build_session, CancelToken, PreparedGraph, Session, SessionSettings};
+use oxserve::tensor::{HostTensor, TensorValues};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -31,16 +32,25 @@ fn run(session: &mut Session, rows: usize) -> Vec<f32> {
     let data: Vec<f32> = (0..len)
         .map(|index| ((index % 251) as f32 / 125.0) - 1.0)
         .collect();
-    let input =
-        TensorRef::from_array_view((vec![rows, 3, 224, 224], data.as_slice())).expect("input");
-    let outputs = session.run(ort::inputs![input]).expect("run");
-    let (_, values) = outputs[0].try_extract_tensor::<f32>().expect("f32 output");
-    values.to_vec()
+    let input = HostTensor {
+        shape: vec![rows, 3, 224, 224],
+        values: TensorValues::F32(data),
+    };
+    let name = session.input_names().remove(0);
+    let cancel = CancelToken::new().expect("a token");
+    let outputs = session
+        .run(BTreeMap::from([(name, input)]), &cancel)
+        .expect("run");
+    let output = outputs.into_values().next().expect("an output");
+    match output.values {
+        TensorValues::F32(values) => values,
+        other => panic!("expected f32, got {}", other.dtype()),
+    }
 }
 
 #[test]
 fn shared_weight_sessions_answer_as_the_onnx_graph_does() {
-    oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
+    oxserve::backend::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
     let onnx = fixture("tiny_resnet.onnx");
     let mut reference = build_session(&onnx, &settings()).expect("ONNX session");
     let prepared = PreparedGraph::prepare(onnx, false).expect("prepared");
@@ -53,16 +63,36 @@ fn shared_weight_sessions_answer_as_the_onnx_graph_does() {
     for rows in [1, 3] {
         let expected = run(&mut reference, rows);
         assert_eq!(expected.len(), rows * 10);
-        assert_eq!(run(first.get_mut(), rows), expected);
-        assert_eq!(run(second.get_mut(), rows), expected);
+        assert_eq!(run(&mut first, rows), expected);
+        assert_eq!(run(&mut second, rows), expected);
     }
 }
 
 #[test]
 fn a_graph_onnx_runtime_cannot_load_fails_at_preparation() {
-    oxserve::runtime::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
+    oxserve::backend::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
     let error = PreparedGraph::prepare(fixture("invalid_op.onnx"), false)
         .err()
         .expect("refused");
     assert!(error.to_string().contains("session"), "{error}");
+}
+
+#[test]
+fn a_cancelled_run_fails_as_cancelled() {
+    oxserve::backend::init(None).expect("ONNX Runtime (scripts/install-onnxruntime.sh)");
+    let mut session = build_session(&fixture("tiny_resnet.onnx"), &settings()).expect("session");
+    let name = session.input_names().remove(0);
+    let input = HostTensor {
+        shape: vec![1, 3, 224, 224],
+        values: TensorValues::F32(vec![0.0; 3 * 224 * 224]),
+    };
+    let cancel = CancelToken::new().expect("a token");
+    cancel.cancel();
+    let error = session
+        .run(BTreeMap::from([(name, input)]), &cancel)
+        .expect_err("cancelled before it started");
+    assert!(
+        matches!(error, oxserve::backend::BackendError::Cancelled),
+        "{error:?}"
+    );
 }

@@ -81,7 +81,7 @@ async fn classifier_answers_equal_bare_onnx_runtime_on_the_same_tensor() {
 
     // Bare ONNX Runtime on our pre-processed tensor.
     let tensor = preprocess_file("chelsea.png");
-    let runtime = oxserve::runtime::init(None).unwrap();
+    let runtime = oxserve::backend::init(None).unwrap();
     let mut session = ort::session::Session::builder(runtime.environment)
         .unwrap()
         .commit_from_file(fixture("tiny_resnet.onnx"))

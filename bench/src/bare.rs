@@ -1,5 +1,5 @@
 //! The limit: bare ONNX Runtime running the graph on ready tensors (pre-processed once), with the
-//! sessions the server would build — `oxserve::runtime::PreparedGraph` (the graph optimised once,
+//! sessions the server would build — `oxserve::backend::PreparedGraph` (the graph optimised once,
 //! weights shared) with the server's default session count and intra-op threads — each session
 //! looping on its own thread. No HTTP, no
 //! queue, no decode: whatever oxserve adds on top shows as the distance to these figures.
@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ort::value::TensorRef;
-use oxserve::runtime::WorkerSession;
-use oxserve::runtime::{PreparedGraph, SessionSettings};
+use oxserve::backend::{PreparedGraph, SessionSettings};
 
 use crate::models::Model;
 use crate::report::{BareCase, Latency};
@@ -24,9 +23,14 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// What `oxserve::server::default_settings` gives a model whose archive sets no workers or
-    /// threads (the archives the harness packs set neither), under the `--set` lines.
-    pub fn server_default(set: &[String], gpu: bool) -> anyhow::Result<Sessions> {
+    /// The sessions the server gives a model under the `--set` lines: `workers` of them when the
+    /// archive sets that many (`--workers`), else `oxserve::model::ModelSettings::defaults`'
+    /// count, each with the threads `oxserve::model::plan_threads` plans for that count.
+    pub fn server_default(
+        set: &[String],
+        gpu: bool,
+        workers: Option<usize>,
+    ) -> anyhow::Result<Sessions> {
         let mut properties = std::collections::BTreeMap::new();
         for line in set {
             let (key, value) = line
@@ -37,10 +41,15 @@ impl Sessions {
         let mut config =
             oxserve::config::Config::from_properties(properties, &oxserve::config::Cli::default())?;
         config.gpus = usize::from(gpu);
-        let settings = oxserve::server::default_settings(&config);
+        let settings = oxserve::model::ModelSettings::defaults(&config);
+        let count = workers.unwrap_or(settings.min_workers).max(1);
         Ok(Sessions {
-            count: settings.min_workers.max(1),
-            intra_op_threads: settings.intra_op_threads,
+            count,
+            intra_op_threads: oxserve::model::plan_threads(
+                settings.intra_op_threads,
+                count,
+                oxserve::config::Config::cores(),
+            ),
             gpu,
         })
     }
@@ -65,7 +74,7 @@ pub fn measure(
         .with_context(|| format!("reading {}", model.graph.display()))?;
     let settings = SessionSettings {
         intra_op_threads: sessions.intra_op_threads,
-        // The server never spins (model.rs); spinning would flatter the limit.
+        // The server never spins (model/pool.rs); spinning would flatter the limit.
         spinning: false,
         gpu: sessions.gpu.then_some(0),
     };
@@ -125,13 +134,13 @@ struct Session {
 
 /// One session's closed loop.
 fn session_loop(
-    mut session: WorkerSession,
+    mut session: oxserve::backend::Session,
     shape: &[usize],
     data: &[f32],
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Session> {
-    let session = session.get_mut();
+    let session = session.ort_mut();
     let input_name = session
         .inputs()
         .first()

@@ -33,6 +33,8 @@ pub struct Sweep<'a> {
     pub timing: Timing,
     /// Extra config.properties lines (`--set`).
     pub config: &'a [String],
+    /// The model's own worker count (model-config.yaml), when not the server's default.
+    pub workers: Option<usize>,
     /// Also drive `GET /ping` at this concurrency on the same server: the HTTP floor.
     pub http_floor: Option<usize>,
 }
@@ -60,11 +62,14 @@ pub fn run_sweep(
         .prefix("oxserve-bench-store-")
         .tempdir()?;
     let name = &sweep.model.name;
-    // Only the batching keys: workers and threads stay the server's defaults, as in the bare run.
-    let model_config = format!(
+    // The batching keys, and the workers when asked for; the bare run has as many sessions.
+    let mut model_config = format!(
         "batchSize: {}\nmaxBatchDelay: {}\n",
         sweep.batch_size, sweep.max_batch_delay_ms
     );
+    if let Some(workers) = sweep.workers {
+        model_config.push_str(&format!("minWorkers: {workers}\nmaxWorkers: {workers}\n"));
+    }
     sweep.model.pack_into(store.path(), name, &model_config)?;
     let extra: Vec<&str> = sweep.config.iter().map(String::as_str).collect();
     let mut server = ServerProcess::start(binaries, store.path(), &extra)?;

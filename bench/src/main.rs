@@ -57,9 +57,8 @@ struct Args {
     /// Models to measure: digits, resnet18.
     #[arg(long, value_delimiter = ',', default_value = "digits,resnet18")]
     models: Vec<String>,
-    /// `maxBatchDelay` in the archives, in ms: TorchServe's default. With oxserve's default
-    /// batching a short batch waits for it only while enough photos to fill it are still being
-    /// decoded and no other worker is idle; a lone request never waits.
+    /// `maxBatchDelay` in the archives, in ms: TorchServe's default. oxserve's default batching
+    /// never waits for it (a batch is what is queued); it matters only with `batchWait: fill`.
     #[arg(long, default_value_t = 100)]
     max_batch_delay: u64,
     /// The ResNet-18 graph [default: <root>/.cache/models/resnet18.onnx].
@@ -80,6 +79,10 @@ struct Args {
     /// held to the CPU (`number_of_gpu=0`), like the bare runs.
     #[arg(long)]
     gpu: bool,
+    /// Workers of the model under test (model-config.yaml `minWorkers`/`maxWorkers`), and so the
+    /// bare runs' sessions [default: the server's default workers per model].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Skip the pre-processing, cold-start and memory measurements.
     #[arg(long)]
     no_probes: bool,
@@ -110,12 +113,12 @@ fn main() -> anyhow::Result<()> {
     };
     let binaries = binaries(&root, args.oxserve.clone())?;
     // The bare runs load the very library the server is given.
-    oxserve::runtime::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
+    oxserve::backend::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
     let mut set = args.set.clone();
     if !args.gpu {
         set.push("number_of_gpu=0".into());
     }
-    let sessions = Sessions::server_default(&set, args.gpu)?;
+    let sessions = Sessions::server_default(&set, args.gpu, args.workers)?;
     let models = load_models(&root, &args)?;
     report::emit(
         "meta",
@@ -173,6 +176,7 @@ fn main() -> anyhow::Result<()> {
                     ..timing
                 },
                 config: &set,
+                workers: args.workers,
                 // Once per run, on the first server, at the highest concurrency.
                 http_floor: (model_index == 0 && batch_index == 0)
                     .then(|| concurrencies.iter().copied().max())

@@ -49,7 +49,7 @@ pub fn prepare(bytes: &[u8], settings: &ImagePreprocess) -> Option<(Vec<f32>, u3
     prepare_on(
         bytes,
         settings,
-        crate::cores::spare(ACTIVE.load(Ordering::Relaxed)),
+        ACTIVE.load(Ordering::Relaxed) < crate::config::Config::cores(),
     )
 }
 

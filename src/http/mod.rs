@@ -19,7 +19,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use bytes::Bytes;
 
 use crate::error::ServeError;
-use crate::AppState;
+use crate::state::AppState;
 
 /// Shared state of the HTTP handlers.
 pub type State = web::Data<AppState>;

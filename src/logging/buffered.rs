@@ -52,11 +52,7 @@ impl BufferedFile {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("log-{name}"))
-            .spawn(move || {
-                // Writing logs out is I/O-side work: it waits for a core, as the I/O threads do.
-                crate::cores::defer_to_workers();
-                write_out(&thread_shared, file)
-            })?;
+            .spawn(move || write_out(&thread_shared, file))?;
         Ok((
             BufferedFile {
                 shared: Arc::clone(&shared),

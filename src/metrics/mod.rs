@@ -1,6 +1,6 @@
 //! Metrics: TorchServe's (its names, labels and types) and oxserve's own.
 //!
-//! - [`Metrics`] (one per server, in [`crate::AppState`]) records TorchServe's default metrics
+//! - [`Metrics`] (one per server, in [`crate::state::AppState`]) records TorchServe's default metrics
 //!   ([`catalog`]) and, by `metrics_mode`, keeps them for `GET /metrics` (`prometheus`; in
 //!   `legacy` only the three `ts_*` counters) or writes each update as a line to the
 //!   `TS_METRICS` / `MODEL_METRICS` logs (`log`, TorchServe's default; see [`crate::logging`]).

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::batching::BatchWait;
+use crate::config::Config;
 
 /// Where a model version's workers run (TorchServe's `deviceType` and `deviceIds`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +101,41 @@ pub struct ModelSettings {
     /// How long starting one worker may take (TorchServe's `startup_timeout`).
     pub startup_timeout: Duration,
     pub job_queue_size: usize,
-    /// ONNX Runtime intra-op threads per worker session.
-    pub intra_op_threads: usize,
+    /// ONNX Runtime intra-op threads per worker session when set explicitly; `None`: planned
+    /// from the model's worker count ([`super::plan_threads`]).
+    pub intra_op_threads: Option<usize>,
     pub limit_max_image_pixels: bool,
     pub device: Device,
+}
+
+/// Default workers per model when `default_workers_per_model` is unset: one per core (as
+/// TorchServe), at most this many.
+const MAX_DEFAULT_WORKERS: usize = 4;
+
+impl ModelSettings {
+    /// Per-model defaults from the server config (TorchServe's: batch 1, 100 ms). Intra-op
+    /// threads are left to the plan ([`super::plan_threads`]) unless `intra_op_threads` is set.
+    pub fn defaults(config: &Config) -> ModelSettings {
+        let workers = if config.default_workers_per_model == 0 {
+            Config::cores().clamp(1, MAX_DEFAULT_WORKERS)
+        } else {
+            config.default_workers_per_model
+        };
+        let threads = (config.intra_op_threads > 0).then_some(config.intra_op_threads);
+        ModelSettings {
+            min_workers: workers,
+            max_workers: workers,
+            batch_size: 1,
+            max_batch_delay: Duration::from_millis(100),
+            batch_wait: BatchWait::Eager,
+            response_timeout: config.default_response_timeout,
+            startup_timeout: config.default_startup_timeout,
+            job_queue_size: config.job_queue_size,
+            intra_op_threads: threads,
+            limit_max_image_pixels: config.limit_max_image_pixels,
+            device: Device::default_for(config.gpus),
+        }
+    }
 }
 
 /// Settings given with a registration request (TorchServe: config.properties < yaml < API).
@@ -231,7 +263,7 @@ pub(super) fn apply_model_config(
         .get("intraOpThreads")
         .and_then(|value| value.as_u64())
     {
-        settings.intra_op_threads = threads.max(1) as usize;
+        settings.intra_op_threads = Some(threads.max(1) as usize);
     }
     settings.max_workers = settings.max_workers.max(settings.min_workers);
 }
@@ -239,6 +271,30 @@ pub(super) fn apply_model_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_workers_and_threads_fill_the_cores_without_oversubscribing() {
+        let config = Config::from_properties(Default::default(), &crate::config::Cli::default())
+            .expect("defaults");
+        let settings = ModelSettings::defaults(&config);
+        let cores = Config::cores();
+        assert_eq!(settings.min_workers, cores.clamp(1, MAX_DEFAULT_WORKERS));
+        assert_eq!(settings.max_workers, settings.min_workers);
+        assert_eq!(settings.intra_op_threads, None, "planned from the workers");
+        let threads = super::super::plan_threads(None, settings.min_workers, cores);
+        assert!(settings.min_workers * threads <= cores.max(1));
+
+        let mut properties = std::collections::BTreeMap::new();
+        properties.insert("default_workers_per_model".to_string(), "3".to_string());
+        properties.insert("intra_op_threads".to_string(), "5".to_string());
+        let config =
+            Config::from_properties(properties, &crate::config::Cli::default()).expect("config");
+        let settings = ModelSettings::defaults(&config);
+        assert_eq!(
+            (settings.min_workers, settings.intra_op_threads),
+            (3, Some(5))
+        );
+    }
 
     fn two_gpus() -> Device {
         Device::default_for(2)

@@ -1,14 +1,14 @@
-//! ONNX Runtime for the server: loading the library (through the archiver crate's locator, which
-//! both binaries share) and building sessions with the thread, optimisation and execution-provider
-//! settings a model asks for. Sessions are built on worker threads, never on the async runtime.
+//! A model's graph prepared once and the sessions built from it, with the thread, optimisation
+//! and execution-provider settings a model asks for. Sessions are built on worker threads, never
+//! on the async runtime.
 //!
 //! # One copy of the weights per model
 //! `Session::run` takes `&mut self` (ort: concurrent runs on one session are not safe), so each
 //! worker owns a session. Built from the ONNX graph, every session would optimise and copy all
-//! weights again (~60 MiB more per ResNet-18 worker). Instead a model's graph is optimised once
+//! weights again. Instead a model's graph is optimised once
 //! into ONNX Runtime's own format ([`PreparedGraph::prepare`]) and every worker's session is
 //! built straight from those bytes with `session.use_ort_model_bytes_for_initializers`: the
-//! weights stay in the one shared buffer, and a session costs ~2 ms and its activations.
+//! weights stay in the one shared buffer, and a session costs little more than its activations.
 //! Pre-packed weights are shared through one container per model. The ONNX bytes are the fallback
 //! when a graph cannot be saved in that format.
 //!
@@ -18,21 +18,12 @@
 //! pre-optimised: the saved ORT format carries CPU-only layout rewrites the CUDA provider cannot
 //! run, and its weights live in GPU memory anyway.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ort::logging::LogLevel;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
-use ort::session::Session;
 
-use crate::error::ServeError;
-
-pub use oxserve_archiver::runtime::LoadedRuntime;
-
-/// Loads ONNX Runtime once; the error is a one-line instruction when the library is missing.
-pub fn init(explicit: Option<&Path>) -> Result<LoadedRuntime, String> {
-    oxserve_archiver::runtime::init(explicit).map_err(|error| error.to_string())
-}
+use super::{init, BackendError, Session};
 
 /// How to build one worker's session.
 #[derive(Debug, Clone)]
@@ -57,10 +48,10 @@ impl PreparedGraph {
     /// A graph that cannot be saved so is kept as ONNX (one weight copy per session, as before);
     /// a graph ONNX Runtime cannot load at all is an error. Blocking: hundreds of ms for
     /// ResNet-18. Its transient copies stay in the allocator until the caller returns them
-    /// ([`crate::memory::return_free_memory`], which `ModelVersion::scale` does once its
+    /// ([`crate::memory::return_free_memory`], which the model's worker pool calls once its
     /// workers are up). `for_gpu`: the sessions will run on CUDA, so the graph is kept as ONNX
     /// and only checked.
-    pub fn prepare(onnx: Vec<u8>, for_gpu: bool) -> Result<PreparedGraph, ServeError> {
+    pub fn prepare(onnx: Vec<u8>, for_gpu: bool) -> Result<PreparedGraph, BackendError> {
         let prepacked = PrepackedWeights::new();
         let optimised = match for_gpu {
             true => None,
@@ -96,12 +87,15 @@ impl PreparedGraph {
     }
 
     /// Builds one worker's session. Runs on the calling (worker) thread.
-    pub fn session(&self, settings: &SessionSettings) -> Result<WorkerSession, ServeError> {
-        let runtime = init(None).map_err(ServeError::Internal)?;
-        let build = || -> ort::Result<Session> {
-            let mut builder = configure(Session::builder(runtime.environment), settings)?
-                .with_prepacked_weights(&self.prepacked)
-                .map_err(into_error)?;
+    pub fn session(&self, settings: &SessionSettings) -> Result<Session, BackendError> {
+        let runtime = init(None)?;
+        let build = || -> ort::Result<ort::session::Session> {
+            let mut builder = configure(
+                ort::session::Session::builder(runtime.environment),
+                settings,
+            )?
+            .with_prepacked_weights(&self.prepacked)
+            .map_err(into_error)?;
             if self.in_place {
                 builder = builder
                     .with_config_entry("session.use_ort_model_bytes_directly", "1")
@@ -111,28 +105,12 @@ impl PreparedGraph {
             }
             builder.commit_from_memory(&self.bytes)
         };
-        let session = build().map_err(|error| {
-            ServeError::Internal(format!("cannot create an ONNX Runtime session: {error}"))
-        })?;
-        Ok(WorkerSession {
+        let session = build()
+            .map_err(|error| BackendError::setup("cannot create an ONNX Runtime session", error))?;
+        Ok(Session::new(
             session,
-            _bytes: Arc::clone(&self.bytes),
-            _prepacked: self.prepacked.clone(),
-        })
-    }
-}
-
-/// A worker's session and the shared buffers it reads its weights from. Fields drop in order:
-/// the session before the bytes and the pre-packed container it points into.
-pub struct WorkerSession {
-    session: Session,
-    _bytes: Arc<[u8]>,
-    _prepacked: PrepackedWeights,
-}
-
-impl WorkerSession {
-    pub fn get_mut(&mut self) -> &mut Session {
-        &mut self.session
+            Some((Arc::clone(&self.bytes), self.prepacked.clone())),
+        ))
     }
 }
 
@@ -143,23 +121,26 @@ fn optimise(onnx: &[u8]) -> Result<Vec<u8>, String> {
         .suffix(".ort")
         .tempfile()
         .map_err(|error| format!("cannot create a temporary file: {error}"))?;
-    let runtime = init(None)?;
-    let session = configure(Session::builder(runtime.environment), &single_thread())
-        .and_then(|builder| {
-            builder
-                .with_optimized_model_path(file.path())
-                .map_err(into_error)
-        })
-        .and_then(|builder| {
-            builder
-                .with_config_entry("session.save_model_format", "ORT")
-                .map_err(into_error)
-        })
-        // ORT warns that layout-optimised graphs are specific to this CPU: they are, and they
-        // never leave this process.
-        .and_then(|builder| builder.with_log_level(LogLevel::Error).map_err(into_error))
-        .and_then(|mut builder| builder.commit_from_memory(onnx))
-        .map_err(|error| format!("cannot create an ONNX Runtime session: {error}"))?;
+    let runtime = init(None).map_err(|error| error.to_string())?;
+    let session = configure(
+        ort::session::Session::builder(runtime.environment),
+        &single_thread(),
+    )
+    .and_then(|builder| {
+        builder
+            .with_optimized_model_path(file.path())
+            .map_err(into_error)
+    })
+    .and_then(|builder| {
+        builder
+            .with_config_entry("session.save_model_format", "ORT")
+            .map_err(into_error)
+    })
+    // ORT warns that layout-optimised graphs are specific to this CPU: they are, and they
+    // never leave this process.
+    .and_then(|builder| builder.with_log_level(LogLevel::Error).map_err(into_error))
+    .and_then(|mut builder| builder.commit_from_memory(onnx))
+    .map_err(|error| format!("cannot create an ONNX Runtime session: {error}"))?;
     drop(session);
     std::fs::read(file.path())
         .map_err(|error| format!("cannot read the optimised graph back: {error}"))
@@ -167,13 +148,15 @@ fn optimise(onnx: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Builds a session straight from ONNX bytes, with its own weights (the archiver's checks and
 /// one-off uses; workers go through [`PreparedGraph`]).
-pub fn build_session(graph: &[u8], settings: &SessionSettings) -> Result<Session, ServeError> {
-    let runtime = init(None).map_err(ServeError::Internal)?;
-    configure(Session::builder(runtime.environment), settings)
-        .and_then(|mut builder| builder.commit_from_memory(graph))
-        .map_err(|error| {
-            ServeError::Internal(format!("cannot create an ONNX Runtime session: {error}"))
-        })
+pub fn build_session(graph: &[u8], settings: &SessionSettings) -> Result<Session, BackendError> {
+    let runtime = init(None)?;
+    configure(
+        ort::session::Session::builder(runtime.environment),
+        settings,
+    )
+    .and_then(|mut builder| builder.commit_from_memory(graph))
+    .map(|session| Session::new(session, None))
+    .map_err(|error| BackendError::setup("cannot create an ONNX Runtime session", error))
 }
 
 fn single_thread() -> SessionSettings {
@@ -206,8 +189,7 @@ fn configure(
 /// cuDNN picks convolution algorithms by heuristics, as PyTorch does by default
 /// (`cudnn.benchmark = False`). ONNX Runtime's default, an exhaustive search, times every
 /// algorithm the first time a session sees an input shape: with batches of 1 to `batch_size`
-/// rows that is a stall of up to hundreds of milliseconds per new shape and worker, measured
-/// on an H100 as p50 latencies of 110–200 ms at concurrency 16 with `batch_size` 8.
+/// rows that is a stall per new shape and worker.
 fn cuda(device: u32) -> ort::ep::ExecutionProviderDispatch {
     ort::ep::CUDA::default()
         .with_device_id(device as i32)
