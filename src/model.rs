@@ -21,6 +21,7 @@ mod load;
 mod pool;
 mod settings;
 mod threads;
+pub mod unpacked;
 
 pub use load::LoadRequest;
 pub use pool::WorkerInfo;

@@ -159,6 +159,13 @@ pub async fn run(
 ) -> Result<(), String> {
     let loaded =
         crate::backend::init(config.ort_library.as_deref()).map_err(|error| error.to_string())?;
+    // What a server killed with `kill -9` left unpacked.
+    let removed = tokio::task::spawn_blocking(crate::model::unpacked::remove_stale)
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        tracing::info!("removed {removed} unpacked model folder(s) left by stopped servers");
+    }
     tracing::info!(
         "ONNX Runtime loaded from {} ({:?})",
         loaded.path.display(),

@@ -293,6 +293,7 @@ async fn every_acknowledged_model_survives_kill_9() {
     .unwrap();
     let _stop = common::StopOnDrop::new(dir.path());
     let mut server = start_foreground(dir.path());
+    let killed = server.id();
     wait_healthy(inference).await;
     // A burst of registrations, killed without warning part-way through.
     let client = reqwest::Client::new();
@@ -319,6 +320,20 @@ async fn every_acknowledged_model_survives_kill_9() {
         !acknowledged.is_empty(),
         "some registrations were acknowledged before the kill"
     );
+    let left_by = |pid: u32| {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.starts_with(&format!("oxserve-model-{pid}-"))
+            })
+            .count()
+    };
+    assert!(
+        left_by(killed) > 0,
+        "the killed server left its unpacked models"
+    );
     // A torn file beside the snapshots (as a crash mid-write would leave) is never read.
     let snapshots = dir.path().join("logs/config");
     std::fs::write(
@@ -329,6 +344,11 @@ async fn every_acknowledged_model_survives_kill_9() {
 
     let mut restarted = start_foreground(dir.path());
     wait_healthy(inference).await;
+    assert_eq!(
+        left_by(killed),
+        0,
+        "the next start removes what the killed server left"
+    );
     let (status, listed) = get(
         format!("http://127.0.0.1:{management}/models?limit=100"),
         None,

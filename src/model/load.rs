@@ -160,12 +160,7 @@ fn unpack_archive(
     if path.is_dir() {
         return Ok((unpack::load_extracted(path)?, None));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("oxserve-model-")
-        .tempdir()
-        .map_err(|error| {
-            ServeError::Internal(format!("cannot create a folder to unpack into: {error}"))
-        })?;
+    let dir = super::unpacked::folder()?;
     let archive = unpack::extract(path, &dir.path().join("archive"), &Limits::default())?;
     Ok((archive, Some(dir)))
 }
