@@ -11,7 +11,7 @@
 //! cores) nothing polls.
 //!
 //! Under load the opposite holds: the cores are the workers', and a woken I/O thread should wait
-//! for one instead of taking it. The runtime's threads, the photo decoders and the log writers
+//! for one instead of taking it. The runtime's threads and the log writers
 //! therefore run under Linux's `SCHED_BATCH` policy ([`defer_to_workers`]): the same fair share
 //! of CPU time, but a wake-up never preempts the thread on the core; it waits for the next
 //! scheduler tick or for a core to go idle, and an idle core takes it at once. A lone request
