@@ -1,7 +1,8 @@
 //! Request bytes to [`Pixels`]: raw image bytes or base64 text of them, decoded by the `image`
 //! crate (zune-jpeg for JPEG). The decoder that parses the header is the decoder that decodes the
 //! pixels, and every size the header declares is checked (the pixel limit, the most pixels the
-//! file's length can encode, the decoded bytes) before any pixel buffer is allocated.
+//! file's length can encode, the decoded bytes, the resize's) before any pixel buffer is
+//! allocated.
 //!
 //! Colours as Pillow's `convert("RGB")` / `convert("L")` give them; EXIF orientation is not
 //! applied (TorchServe's handler opens the image with `Image.open` and does not either).
@@ -13,6 +14,7 @@ use base64::Engine;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use oxserve_archiver::handler_config::{ColorMode, ImagePreprocess};
 
+use super::geometry::Geometry;
 use super::Pixels;
 use crate::error::ServeError;
 
@@ -61,6 +63,8 @@ pub fn decode(
         decoded_bytes: decoder.total_bytes(),
         max_pixels: limit_pixels.then_some(settings.max_pixels),
     })?;
+    // The pre-processing's sizes too, before the pixels are decoded.
+    Geometry::new(width, height, settings)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);

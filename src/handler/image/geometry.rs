@@ -1,17 +1,12 @@
 //! What torchvision's `Resize(n)` + `CenterCrop(n)` make of a `width`×`height` image, per axis:
 //! the resized length (truncated as torchvision computes it), the part of it the crop keeps, where
 //! that lands in the output (the crop pads with zeros when it is larger than the image) and the
-//! box of the source it comes from. The resized image itself is never allocated, so its size may
-//! be huge; the output's size is capped.
+//! box of the source it comes from. The resized image itself is never allocated; its size is
+//! still held to the pixel limit, as an image TorchServe could not resize either.
 
 use oxserve_archiver::handler_config::ImagePreprocess;
 
 use crate::error::ServeError;
-
-/// Output pixels allowed without regard to the image's own size (2048 × 2048).
-const MIN_OUTPUT_BUDGET: u64 = 1 << 22;
-/// Otherwise the output may have at most this many times the image's pixels.
-const OUTPUT_PER_SOURCE_PIXEL: u64 = 4;
 
 /// torchvision `Resize(size)` on a PIL image: the shorter side becomes `size`, the longer side
 /// `int(size * long / short)` (Python's float division, truncated).
@@ -120,8 +115,8 @@ pub(super) struct Geometry {
 }
 
 impl Geometry {
-    /// Refused (400) when the output has more pixels than the image's size allows (see the
-    /// constants): an extreme aspect ratio resized without a crop.
+    /// Refused (400) when the resize enlarges the image past `settings.max_pixels` (an extreme
+    /// aspect ratio: 1 × 6,100,000 pixels resized to 256 wide is 400 G pixels).
     pub(super) fn new(
         width: u32,
         height: u32,
@@ -131,22 +126,18 @@ impl Geometry {
             Some(size) => resized_dimensions(width, height, size),
             None => (u64::from(width), u64::from(height)),
         };
-        let geometry = Geometry {
-            x: Axis::new(width, resized_width, settings.center_crop)?,
-            y: Axis::new(height, resized_height, settings.center_crop)?,
-        };
-        let out = u64::from(geometry.x.out) * u64::from(geometry.y.out);
+        let resized = resized_width.saturating_mul(resized_height);
         let source = u64::from(width) * u64::from(height);
-        let budget = source
-            .saturating_mul(OUTPUT_PER_SOURCE_PIXEL)
-            .max(MIN_OUTPUT_BUDGET);
-        if out > budget {
+        if resized > settings.max_pixels.max(source) {
             return Err(ServeError::BadRequest(format!(
-                "the {width}x{height} image would be pre-processed into {}x{} pixels, too many for its size",
-                geometry.x.out, geometry.y.out
+                "the {width}x{height} image resized to {resized_width}x{resized_height} would have {resized} pixels, more than the limit of {}",
+                settings.max_pixels
             )));
         }
-        Ok(geometry)
+        Ok(Geometry {
+            x: Axis::new(width, resized_width, settings.center_crop)?,
+            y: Axis::new(height, resized_height, settings.center_crop)?,
+        })
     }
 
     /// Values in one output plane.
@@ -212,20 +203,18 @@ mod tests {
     }
 
     #[test]
-    fn an_extreme_aspect_ratio_keeps_a_small_box() {
+    fn a_long_thin_image_keeps_a_small_box_or_is_refused() {
         let settings = oxserve_archiver::HandlerConfig::builtin("image_classifier")
             .and_then(|config| config.image)
             .expect("builtin");
-        let geometry = Geometry::new(1, 6_100_000, &settings).expect("geometry");
+        // 256 x 256,000 resized: under the limit; the crop reads under a pixel of each axis.
+        let geometry = Geometry::new(1, 1000, &settings).expect("geometry");
         assert_eq!((geometry.x.out, geometry.y.out), (224, 224));
         let (_, height) = geometry.y.source_span();
         assert!(height < 1.0, "{height}");
-        // Without a crop the resized image is the output: refused.
-        let uncropped = ImagePreprocess {
-            center_crop: None,
-            ..settings
-        };
-        let error = Geometry::new(1, 6_100_000, &uncropped).expect_err("refused");
+        assert!(geometry.y.source_rows().1 <= 4);
+        // 256 x 1,561,600,000 resized: refused.
+        let error = Geometry::new(1, 6_100_000, &settings).expect_err("refused");
         assert_eq!(error.status(), 400);
     }
 }
