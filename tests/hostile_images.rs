@@ -200,3 +200,46 @@ async fn mutated_images_are_answered_or_refused_never_5xx() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+/// Timings in a release build (`cargo test --release --test hostile_images -- --ignored
+/// --nocapture`): the crafted images, and the worst a body under 10 KB can ask of the decoder (a
+/// JPEG of as many pixels as its bytes can encode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timings: run in release"]
+async fn release_timings() {
+    let server = classifier().await;
+    let tiny = std::fs::read(fixture("jpeg/ycc420_5x9.jpg")).unwrap();
+    let mut cases = hostile();
+    // 657 bytes can encode 672,768 pixels: claim just under that.
+    cases.push((
+        "a tiny JPEG claiming 820 x 820",
+        jpeg_claiming(tiny, 820, 820),
+    ));
+    let mut padded = std::fs::read(fixture("jpeg/ycc420_5x9.jpg")).unwrap();
+    padded.splice(2..2, comment(10_000 - padded.len()));
+    cases.push((
+        "a 10 KB JPEG claiming 3200 x 3200",
+        jpeg_claiming(padded, 3200, 3200),
+    ));
+    for (what, body) in cases {
+        let size = body.len();
+        let mut times = Vec::new();
+        let mut status = 0;
+        for _ in 0..5 {
+            let (answer, _, took) = predict(&server, body.clone()).await;
+            status = answer;
+            times.push(took);
+        }
+        times.sort();
+        println!("{what} ({size} bytes): {status}, median {:?}", times[2]);
+    }
+    server.stop().await;
+}
+
+/// A JPEG comment segment (COM) of `len` bytes in all.
+fn comment(len: usize) -> Vec<u8> {
+    let mut segment = vec![0xFF, 0xFE];
+    segment.extend_from_slice(&u16::try_from(len - 2).unwrap().to_be_bytes());
+    segment.resize(len, b' ');
+    segment
+}

@@ -46,8 +46,7 @@ pub fn prepare(
 }
 
 /// Resize + CenterCrop + ToTensor + Normalize: a `[C, H, W]` float tensor's data and its (H, W).
-/// Refused (400) when the output would be far larger than the image (an extreme aspect ratio
-/// resized without a crop).
+/// Refused (400) when the resize would enlarge the image past the pixel limit.
 pub fn preprocess(
     pixels: &Pixels,
     settings: &ImagePreprocess,

@@ -143,7 +143,7 @@ impl Geometry {
     /// Values in one output plane.
     pub(super) fn plane(&self) -> Result<usize, ServeError> {
         usize::try_from(u64::from(self.x.out) * u64::from(self.y.out))
-            .map_err(|_| too_large(u64::MAX))
+            .map_err(|_| ServeError::BadRequest("the image is too large to pre-process".into()))
     }
 }
 
