@@ -172,7 +172,7 @@ async fn mutated_images_are_answered_or_refused_never_5xx() {
     let photos: Vec<Vec<u8>> = photos
         .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
         .collect();
-    let (mut answered, mut refused) = (0, 0);
+    let (mut answered, mut refused, mut settled) = (0, 0, 0);
     for round in 0..1000 {
         let mut body = photos[round % photos.len()].clone();
         if next() % 4 == 0 {
@@ -182,6 +182,9 @@ async fn mutated_images_are_answered_or_refused_never_5xx() {
                 let at = next() as usize % body.len().min(300);
                 body[at] = next() as u8;
             }
+        }
+        if round == 100 {
+            settled = resident_kib();
         }
         let (status, text, took) = predict(&server, body).await;
         assert!(
@@ -195,10 +198,26 @@ async fn mutated_images_are_answered_or_refused_never_5xx() {
             refused += 1;
         }
     }
-    println!("{answered} answered, {refused} refused");
+    let grown = resident_kib().saturating_sub(settled);
+    println!(
+        "{answered} answered, {refused} refused; resident memory grew {grown} KiB after round 100"
+    );
+    // Flat: no mutation's buffers are kept (a leak of one decoded photo per request would be
+    // ~25 MiB here).
+    assert!(grown < 64 * 1024, "{grown} KiB");
     let (status, _, _) = predict(&server, photos[0].clone()).await;
     assert_eq!(status, 200);
     server.stop().await;
+}
+
+/// This process's resident memory (the server runs in it).
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Timings in a release build (`cargo test --release --test hostile_images -- --ignored
