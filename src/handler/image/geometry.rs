@@ -1,8 +1,8 @@
 //! What torchvision's `Resize(n)` + `CenterCrop(n)` make of a `width`×`height` image, per axis:
 //! the resized length (truncated as torchvision computes it), the part of it the crop keeps, where
 //! that lands in the output (the crop pads with zeros when it is larger than the image) and the
-//! box of the source it comes from. The resized image itself is never allocated; its size is
-//! still held to the pixel limit, as an image TorchServe could not resize either.
+//! box of the source it comes from. The resized image itself is never allocated; a resize that
+//! enlarges the image past the pixel limit is still refused (TorchServe could not make it).
 
 use oxserve_archiver::handler_config::ImagePreprocess;
 
