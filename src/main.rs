@@ -43,10 +43,6 @@ fn run_in_foreground(cli: &Cli) -> anyhow::Result<()> {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    // A photo's second decoding thread (handler/photo) is I/O-side work too.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .thread_name(|index| format!("oxserve-photo-{index}"))
-        .build_global();
     // Starting, stopping, loading and snapshots; the listeners run on their own actix workers.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -19,13 +19,11 @@ pub struct PreprocessCost {
     pub model: String,
     pub input_bytes: usize,
     pub iterations: usize,
-    /// What a lone request waits for: `image::prepare`, as the server calls it on an otherwise
-    /// idle machine (a JPEG's work shared with the idle core).
+    /// What a lone request waits for: `image::prepare`, as the server calls it.
     pub total: Latency,
-    /// The same on one thread (`decode` + `preprocess`): the CPU one photo costs, and its
-    /// latency under load, when no core is idle.
+    /// The same as two calls (`decode` + `preprocess`), timed apart below.
     pub one_thread: Latency,
-    /// Of that, decode (only the pixels the resize reads) and colour conversion...
+    /// Of that, decode and colour conversion...
     pub decode: Latency,
     /// ... and resize, crop and normalise into the float tensor.
     pub resize_normalize: Latency,
@@ -129,11 +127,11 @@ pub fn torchvision_reference(
     })
 }
 
-/// Times `oxserve::handler::image::prepare` (a request's path) and `decode` + `preprocess` (one
-/// thread) on the model's request body, alternating so that both see the same machine.
+/// Times `oxserve::handler::image::prepare` (a request's path) and `decode` + `preprocess` on the
+/// model's request body, alternating so that both see the same machine.
 pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<PreprocessCost> {
     use oxserve::handler::image::{decode, prepare, preprocess};
-    // Warm caches, the allocator and the helper threads first, as a running server has.
+    // Warm caches and the allocator first, as a running server has.
     for _ in 0..iterations.min(10) {
         let pixels = decode(&model.body, &model.preprocess, true)?;
         std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
@@ -150,8 +148,7 @@ pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<Prepr
         decode_times.push(decoded - started);
         resize_times.push(finished - decoded);
         serial.push(finished - started);
-        // A request arrives after a pause, as a lone client's do: the helper thread has gone
-        // to sleep and must be woken.
+        // A request arrives after a pause, as a lone client's do.
         std::thread::sleep(Duration::from_millis(1));
         let started = Instant::now();
         std::hint::black_box(prepare(&model.body, &model.preprocess, true)?);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the JPEG decoder's goldens: JPEGs in every layout the fast decoder takes, each with
+"""Generate the JPEG decoder's references: JPEGs in many layouts, each with
 the pixels Pillow (libjpeg-turbo, its default islow IDCT and fancy upsampling) decodes from it.
 
 Writes to tests/fixtures/jpeg/ (relative to the repository root):

@@ -5,25 +5,14 @@
 //! arrays: workers call them; they never see a session, a queue or an HTTP type.
 //!
 //! - `image`: decode, resize, crop, normalise (shared by the three vision handlers).
-//! - `jpeg`: baseline JPEGs decoded to libjpeg-turbo's exact pixels, only where they are read.
-//! - `png`: small 8-bit PNGs decoded without the general decoder's set-up.
-//! - `photo`: a JPEG's decode and pre-processing fused, on two threads when a core is idle.
-//! - `resample`: Pillow's exact antialiased bilinear resize, fused with the crop.
 //! - `classifier`: softmax, top-k `{label: prob}` or the best index.
 //! - `segmenter`: per-pixel `[class, prob]`.
 //! - `detector`: `[{label: box, "score": s}]` above a threshold.
 //! - `tensor`: JSON tensors in and out, for any graph.
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
 mod classifier;
 mod detector;
 pub mod image;
-mod jpeg;
-mod photo;
-mod png;
-mod resample;
-mod scratch;
 mod segmenter;
 mod tensor;
 
