@@ -108,12 +108,15 @@ pub struct JobQueue {
     /// count against `job_queue_size`, so an overloaded model answers 503 at once instead of
     /// piling requests up in front of the pre-processing pool.
     reserved: Arc<AtomicUsize>,
+    poller: Arc<crate::spin::OnePoller>,
 }
 
 /// A worker's end of a model's queue.
 #[derive(Clone)]
 pub struct JobReceiver {
     jobs: Receiver<Job>,
+    /// One idle worker of the model polls the queue before sleeping (see [`crate::spin`]).
+    poller: Arc<crate::spin::OnePoller>,
 }
 
 /// A place held in the queue; given back when dropped (after the job is submitted or failed).
@@ -134,6 +137,7 @@ impl JobQueue {
             sender,
             receiver,
             reserved: Arc::default(),
+            poller: Arc::default(),
         }
     }
 
@@ -177,6 +181,7 @@ impl JobQueue {
     pub fn receiver(&self) -> JobReceiver {
         JobReceiver {
             jobs: self.receiver.clone(),
+            poller: Arc::clone(&self.poller),
         }
     }
 }
@@ -206,11 +211,17 @@ pub fn next_batch(
     draining: &mut bool,
 ) -> Next {
     let jobs = &receiver.jobs;
+    let polled = || {
+        let budget = crate::spin::IDLE_POLL;
+        receiver.poller.poll(budget, || jobs.try_recv().ok())
+    };
     let first = if *draining {
         match jobs.try_recv() {
             Ok(job) => job,
             Err(_) => return Next::Stop,
         }
+    } else if let Some(job) = jobs.try_recv().ok().or_else(polled) {
+        job
     } else {
         crossbeam_channel::select! {
             recv(stop) -> mode => match mode {

@@ -16,6 +16,7 @@
 //!   sessions, execution providers, tensor conversion, run cancellation, typed errors.
 //!
 //! Around it:
+//! - [`spin`]: polling briefly instead of sleeping at once, while a core is free.
 //! - [`state`]: what every request handler can reach ([`state::AppState`]).
 //! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
 //! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
@@ -23,7 +24,7 @@
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`gpu`]: which NVIDIA GPUs models may use, and where the CUDA libraries are.
-//! - [`memory`]: freed pages back to the OS after model loads.
+//! - [`sys`]: the FFI calls (freed memory back to the OS, the HTTP threads' scheduling policy).
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
 //! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
@@ -33,27 +34,53 @@
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
 
+// `unsafe` is forbidden in every module but `sys`, which holds the FFI calls.
+#[forbid(unsafe_code)]
 pub mod auth;
+#[forbid(unsafe_code)]
 pub mod backend;
+#[forbid(unsafe_code)]
 pub mod batching;
+#[forbid(unsafe_code)]
 pub mod config;
+#[forbid(unsafe_code)]
 pub mod download;
+#[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod gpu;
+#[forbid(unsafe_code)]
 pub mod handler;
+#[forbid(unsafe_code)]
 pub mod http;
+#[forbid(unsafe_code)]
 pub mod logging;
+#[forbid(unsafe_code)]
 pub mod manage;
-pub mod memory;
+#[forbid(unsafe_code)]
 pub mod metrics;
+#[forbid(unsafe_code)]
 pub mod model;
+#[forbid(unsafe_code)]
 pub mod prepare;
+#[forbid(unsafe_code)]
 pub mod properties;
+#[forbid(unsafe_code)]
 pub mod registry;
+#[forbid(unsafe_code)]
 pub mod server;
+#[forbid(unsafe_code)]
 pub mod snapshot;
+#[forbid(unsafe_code)]
 pub mod snapshotter;
+#[forbid(unsafe_code)]
+pub mod spin;
+#[forbid(unsafe_code)]
 pub mod state;
+#[forbid(unsafe_code)]
 pub mod store;
+pub mod sys;
+#[forbid(unsafe_code)]
 pub mod tensor;
+#[forbid(unsafe_code)]
 pub mod worker;

@@ -98,12 +98,19 @@ impl ModelVersion {
             span: tracing::Span::current(),
             request_id,
         };
+        let _in_flight = crate::spin::InFlight::start();
         let submitted = self.queue.submit(job);
         drop(place);
         if submitted.is_err() {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
-        match tokio::time::timeout(self.settings.response_timeout, answer).await {
+        let mut answer = answer;
+        let polled = crate::spin::poll(crate::spin::ANSWER_POLL, || answer.try_recv().ok());
+        let answered = match polled {
+            Some(result) => Ok(Ok(result)),
+            None => tokio::time::timeout(self.settings.response_timeout, answer).await,
+        };
+        match answered {
             Ok(Ok(result)) => result.map(|answers| Inferred {
                 answers,
                 queue_wait: run_handle.queue_wait().unwrap_or_default(),

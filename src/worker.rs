@@ -166,6 +166,9 @@ fn worker_loop(
     stop: Receiver<StopMode>,
     ready: std::sync::mpsc::SyncSender<Result<(), ServeError>>,
 ) {
+    // Started from an HTTP thread (a registration), this thread and ONNX Runtime's would inherit
+    // its policy.
+    crate::sys::compete_normally();
     let building = Instant::now();
     let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,

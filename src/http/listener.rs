@@ -77,6 +77,8 @@ pub fn serve(
     let Listener { routes, key, tls } = listener;
     let auth = web::Data::from(std::sync::Arc::clone(&state.auth));
     let server = HttpServer::new(move || {
+        // Runs once on each worker thread as it starts.
+        crate::sys::defer_to_workers();
         App::new()
             .app_data(state.clone())
             .app_data(auth.clone())

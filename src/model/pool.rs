@@ -116,7 +116,7 @@ impl WorkerPool {
             self.start(current, current + min, threads)?;
             self.stop_first(current)?;
         }
-        crate::memory::return_free_memory();
+        crate::sys::return_free_memory();
         Ok(())
     }
 

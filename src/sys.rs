@@ -1,0 +1,50 @@
+//! The server's FFI calls, the one module where `unsafe` is allowed.
+//!
+//! - [`return_free_memory`]: glibc keeps freed heap pages, so after loading a model the RSS still
+//!   counts the transient copies ONNX Runtime made while optimising the graph (~100 MiB for
+//!   ResNet-18); `malloc_trim` hands them back. Called after model loads, scaling and
+//!   unregistering, never on the request path.
+//! - [`defer_to_workers`] / [`compete_normally`]: the HTTP threads (and the photo decoding they
+//!   start) run under Linux's `SCHED_BATCH` policy: the same share of CPU time, but a woken HTTP
+//!   thread waits for the next tick or an idle core instead of preempting a model's run, so under
+//!   load it serves several connections per turn. Model workers reset their own policy (threads
+//!   inherit it). Kept on a same-run A/B (bench/run.sh, 2-core VM, digits CNN saturated): see
+//!   docs/performance.md (2026-12-07).
+
+/// Returns the allocator's free pages to the OS (glibc on Linux; a no-op elsewhere).
+pub fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim takes no pointers, is thread-safe (it locks each arena in turn) and
+    // only releases pages that hold no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Puts the calling thread under `SCHED_BATCH` (Linux; a no-op elsewhere).
+pub fn defer_to_workers() {
+    #[cfg(target_os = "linux")]
+    set_policy(libc::SCHED_BATCH);
+}
+
+/// Puts the calling thread back under the normal policy.
+pub fn compete_normally() {
+    #[cfg(target_os = "linux")]
+    set_policy(libc::SCHED_OTHER);
+}
+
+#[cfg(target_os = "linux")]
+fn set_policy(policy: libc::c_int) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is the calling thread,
+    // and the call changes nothing but that thread's scheduling policy.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if result != 0 {
+        tracing::debug!(
+            "cannot set the thread's scheduling policy: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
