@@ -8,8 +8,8 @@
 //!   start) run under Linux's `SCHED_BATCH` policy: the same share of CPU time, but a woken HTTP
 //!   thread waits for the next tick or an idle core instead of preempting a model's run, so under
 //!   load it serves several connections per turn. Model workers reset their own policy (threads
-//!   inherit it). Kept on a same-run A/B (bench/run.sh, 2-core VM, digits CNN saturated): see
-//!   docs/performance.md (2026-12-07).
+//!   inherit it). Kept on a same-run A/B: +12 % req/s for the digits CNN saturated on the
+//!   2-core VM (docs/performance.md, 2026-12-07).
 
 /// Returns the allocator's free pages to the OS (glibc on Linux; a no-op elsewhere).
 pub fn return_free_memory() {
