@@ -30,6 +30,7 @@
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
+//! - [`fuzzing`]: one entry point per parser of untrusted input, for `fuzz/` and its replay test.
 
 pub mod auth;
 pub mod batching;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod cores;
 pub mod download;
 pub mod error;
+pub mod fuzzing;
 pub mod gpu;
 pub mod handler;
 pub mod http;

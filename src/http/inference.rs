@@ -90,7 +90,7 @@ async fn predict(
         .map(str::to_string);
     let limits = BodyLimits::of(&state.config);
     let body = read_body(payload, declared_length(&request), limits).await?;
-    let items = request_items(body, &request, content_type, state.config.max_request_parts).await?;
+    let items = request_items(body, content_type, state.config.max_request_parts).await?;
     let several = items.len() > 1;
     // TorchServe's labels: the model as named, the version as requested ("default" if none).
     let version_label = version.as_deref().unwrap_or("default");
@@ -119,10 +119,10 @@ async fn predict(
         .body(body))
 }
 
-/// Splits a body into handler inputs, as TorchServe's `parseRequest` does.
-async fn request_items(
+/// Splits a body into handler inputs, as TorchServe's `parseRequest` does. Needs only the body's
+/// `Content-Type`, so the fuzz targets (`crate::fuzzing`) call it without a request.
+pub(crate) async fn request_items(
     body: Bytes,
-    request: &HttpRequest,
     content_type: Option<String>,
     max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
@@ -133,7 +133,7 @@ async fn request_items(
     };
     let mime = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
     if mime.starts_with("multipart/form-data") {
-        return multipart_items(body, request, max_parts).await;
+        return multipart_items(body, content_type.as_deref().unwrap_or(""), max_parts).await;
     }
     if mime.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -170,14 +170,19 @@ async fn request_items(
 /// none has those names.
 async fn multipart_items(
     body: Bytes,
-    request: &HttpRequest,
+    content_type: &str,
     max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
     let malformed = |error: actix_multipart::MultipartError| {
         ServeError::BadRequest(format!("malformed multipart body: {error}"))
     };
+    // The boundary is read from the Content-Type header alone.
+    let mut headers = header::HeaderMap::new();
+    let value = header::HeaderValue::from_str(content_type)
+        .map_err(|_| ServeError::BadRequest("the Content-Type header is not valid".into()))?;
+    headers.insert(header::CONTENT_TYPE, value);
     let stream = futures_util::stream::once(async move { Ok(body) });
-    let mut multipart = actix_multipart::Multipart::new(request.headers(), stream);
+    let mut multipart = actix_multipart::Multipart::new(&headers, stream);
     let mut named = Vec::new();
     let mut others = Vec::new();
     while let Some(field) = multipart.next().await {
