@@ -67,9 +67,7 @@ pub fn multipart(data: &[u8]) {
     };
     let content_type = Some(String::from_utf8_lossy(head).into_owned());
     let body = Bytes::copy_from_slice(body);
-    if let Some(runtime) = runtime() {
-        let _ = runtime.block_on(crate::http::inference::request_items(body, content_type, 8));
-    }
+    let _ = crate::http::inference::request_items(body, content_type, 8);
 }
 
 /// An image request item, pre-processed by each built-in vision handler's settings.
@@ -106,14 +104,6 @@ fn with_temp_file(name: &str, data: &[u8], read: impl FnOnce(&Path)) {
     if std::fs::write(&path, data).is_ok() {
         read(&path);
     }
-}
-
-/// One runtime for every multipart input (actix-multipart is polled as the server polls it).
-fn runtime() -> Option<&'static tokio::runtime::Runtime> {
-    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| tokio::runtime::Builder::new_current_thread().build().ok())
-        .as_ref()
 }
 
 fn spec(name: &str, dtype: &str, shape: Vec<Dim>) -> TensorSpec {
@@ -255,9 +245,7 @@ mod tests {
             let mut lines = seed.splitn(2, |&byte| byte == b'\n');
             let head = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
             let body = Bytes::copy_from_slice(lines.next().unwrap_or_default());
-            let runtime = runtime().expect("a runtime");
-            let items =
-                runtime.block_on(crate::http::inference::request_items(body, Some(head), 8));
+            let items = crate::http::inference::request_items(body, Some(head), 8);
             assert!(!items.expect("a request seed").is_empty());
         }
     }
