@@ -3,8 +3,13 @@
 //! `cargo test` keeps them fixed without the fuzzer.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 type Target = fn(&[u8]);
+
+/// The fuzzer's hang limit is 1 s (optimised, under AddressSanitizer); twice that leaves room for
+/// a debug build on a busy machine.
+const SLOW: Duration = Duration::from_secs(2);
 
 const TARGETS: [(&str, Target); 8] = [
     ("properties", oxserve::fuzzing::properties),
@@ -17,7 +22,8 @@ const TARGETS: [(&str, Target); 8] = [
     ("image", oxserve::fuzzing::image),
 ];
 
-/// Runs `target` on every file in `dir` (a missing folder has none); returns how many.
+/// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];
+/// returns how many.
 fn replay(dir: &Path, target: Target) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -28,7 +34,10 @@ fn replay(dir: &Path, target: Target) -> usize {
         if path.is_file() {
             let data = std::fs::read(&path).expect("a readable input");
             eprintln!("replaying {}", path.display());
+            let started = Instant::now();
             target(&data);
+            let took = started.elapsed();
+            assert!(took < SLOW, "{} took {took:?}", path.display());
             count += 1;
         }
     }

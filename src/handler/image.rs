@@ -51,6 +51,10 @@ struct Checked<'a> {
     height: u32,
 }
 
+/// The most pixels a JPEG's bytes can encode: every 8×8 block of the largest component costs at
+/// least one bit of scan data (a Huffman code is never shorter), so at most 64 × 8 pixels a byte.
+const JPEG_PIXELS_PER_BYTE: u64 = 512;
+
 /// Raw image bytes, or base64 text of them (TorchServe decodes base64 strings), or a JSON
 /// string / `{"data": "..."}` holding base64; refused when empty, not an image, a truncated
 /// JPEG, or larger than the pixel limit.
@@ -102,6 +106,15 @@ fn check<'a>(
         return Err(ServeError::BadRequest(format!(
             "the image has {width}x{height} = {pixels} pixels, more than the limit of {} (a decompression bomb?)",
             settings.max_pixels
+        )));
+    }
+    if format == Some(ImageFormat::Jpeg)
+        && pixels > JPEG_PIXELS_PER_BYTE.saturating_mul(image_bytes.len() as u64)
+    {
+        // The decoder would fill the missing blocks, at full cost (fuzz/regressions/image).
+        return Err(ServeError::BadRequest(format!(
+            "the JPEG declares {width}x{height} pixels, more than its {} bytes can hold",
+            image_bytes.len()
         )));
     }
     Ok(Checked {
