@@ -21,7 +21,7 @@ fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # The fuzz crate is outside the workspace; it builds against the server's pinned versions.
-[ -f fuzz/Cargo.lock ] || cp Cargo.lock fuzz/Cargo.lock
+cp Cargo.lock fuzz/Cargo.lock
 unset CARGO_TARGET_DIR
 # -a: debug assertions, so integer overflows are found too.
 cargo +nightly fuzz build -a

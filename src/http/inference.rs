@@ -168,7 +168,7 @@ pub(crate) fn request_items(
 
 /// The parts of a multipart body (actix-multipart): the `data`/`body` parts, or every part when
 /// none has those names. The body is whole in memory, so the parser never has to wait: where it
-/// would, it is waiting for bytes that will not come (actix-multipart 0.7 waits forever on some
+/// would, it is waiting for bytes that will not come (actix-multipart 0.7.2 waited forever on some
 /// malformed bodies, fuzz/regressions/multipart), and the body is refused.
 fn multipart_items(
     body: Bytes,
