@@ -33,6 +33,7 @@
 //! - [`properties`]: Java `.properties` text, read and written as `java.util.Properties` does.
 //! - [`server`]: binding listeners, loading startup models, running until shutdown.
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
+//! - [`fuzzing`]: one entry point per parser of untrusted input, for `fuzz/` and its replay test.
 
 // `unsafe` is forbidden in every module but `sys`, which holds the FFI calls.
 #[forbid(unsafe_code)]
@@ -47,6 +48,8 @@ pub mod config;
 pub mod download;
 #[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
+pub mod fuzzing;
 #[forbid(unsafe_code)]
 pub mod gpu;
 #[forbid(unsafe_code)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 
 use super::{
     declared_length, json_response, method_not_allowed, read_body, BodyLimits, RequestId, State,
@@ -90,7 +90,7 @@ async fn predict(
         .map(str::to_string);
     let limits = BodyLimits::of(&state.config);
     let body = read_body(payload, declared_length(&request), limits).await?;
-    let items = request_items(body, &request, content_type, state.config.max_request_parts).await?;
+    let items = request_items(body, content_type, state.config.max_request_parts)?;
     let several = items.len() > 1;
     // TorchServe's labels: the model as named, the version as requested ("default" if none).
     let version_label = version.as_deref().unwrap_or("default");
@@ -119,10 +119,10 @@ async fn predict(
         .body(body))
 }
 
-/// Splits a body into handler inputs, as TorchServe's `parseRequest` does.
-async fn request_items(
+/// Splits a body into handler inputs, as TorchServe's `parseRequest` does. Needs only the body's
+/// `Content-Type`, so the fuzz targets (`crate::fuzzing`) call it without a request.
+pub(crate) fn request_items(
     body: Bytes,
-    request: &HttpRequest,
     content_type: Option<String>,
     max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
@@ -133,7 +133,7 @@ async fn request_items(
     };
     let mime = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
     if mime.starts_with("multipart/form-data") {
-        return multipart_items(body, request, max_parts).await;
+        return multipart_items(body, content_type.as_deref().unwrap_or(""), max_parts);
     }
     if mime.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
@@ -167,20 +167,29 @@ async fn request_items(
 }
 
 /// The parts of a multipart body (actix-multipart): the `data`/`body` parts, or every part when
-/// none has those names.
-async fn multipart_items(
+/// none has those names. The body is whole in memory, so the parser never has to wait: where it
+/// would, it is waiting for bytes that will not come (actix-multipart 0.7.2 waited forever on some
+/// malformed bodies, fuzz/regressions/multipart), and the body is refused.
+fn multipart_items(
     body: Bytes,
-    request: &HttpRequest,
+    content_type: &str,
     max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
     let malformed = |error: actix_multipart::MultipartError| {
         ServeError::BadRequest(format!("malformed multipart body: {error}"))
     };
+    // The boundary is read from the Content-Type header alone.
+    let mut headers = header::HeaderMap::new();
+    let value = header::HeaderValue::from_str(content_type)
+        .map_err(|_| ServeError::BadRequest("the Content-Type header is not valid".into()))?;
+    headers.insert(header::CONTENT_TYPE, value);
     let stream = futures_util::stream::once(async move { Ok(body) });
-    let mut multipart = actix_multipart::Multipart::new(request.headers(), stream);
+    let mut multipart = actix_multipart::Multipart::new(&headers, stream);
     let mut named = Vec::new();
     let mut others = Vec::new();
-    while let Some(field) = multipart.next().await {
+    let truncated =
+        || ServeError::BadRequest("malformed multipart body: it ends inside a part".into());
+    while let Some(field) = multipart.next().now_or_never().ok_or_else(truncated)? {
         if named.len() + others.len() == max_parts {
             return Err(ServeError::BadRequest(format!(
                 "the request has more than {max_parts} parts (max_request_parts)"
@@ -190,7 +199,7 @@ async fn multipart_items(
         let name = field.name().unwrap_or("").to_string();
         let content_type = field.content_type().map(ToString::to_string);
         let mut bytes = bytes::BytesMut::new();
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = field.next().now_or_never().ok_or_else(truncated)? {
             bytes.extend_from_slice(&chunk.map_err(malformed)?);
         }
         let item = RequestItem {

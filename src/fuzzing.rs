@@ -1,0 +1,252 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz) and for `tests/fuzz_corpus.rs`, which
+//! replays their corpus and regression inputs on stable. One function per parser of untrusted
+//! input; each drives the real parsing code on arbitrary bytes and ignores whether it succeeds:
+//! the only failure is a panic, an abort, a hang or a runaway allocation.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use oxserve_archiver::handler_config::HandlerConfig;
+use oxserve_archiver::unpack::{self, Limits};
+use oxserve_archiver::{Dim, ModelConfig, Signature, TensorSpec};
+
+use crate::handler::{Handler, RequestItem};
+
+/// `config.properties`: Java properties text, then the typed config built from its keys.
+pub fn properties(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(mut keys) = crate::properties::load(&text) {
+        // Host names would be resolved through DNS: keep only literal addresses.
+        keys.retain(|key, value| !key.ends_with("_address") || literal_address(value));
+        let _ = crate::config::Config::from_properties(keys, &crate::config::Cli::default());
+    }
+}
+
+/// A config snapshot file, read as the server restores it.
+pub fn snapshot(data: &[u8]) {
+    with_temp_file("snapshot.cfg", data, |path| {
+        let _ = crate::snapshot::read(path);
+    });
+}
+
+/// `model-config.yaml`.
+pub fn model_config(data: &[u8]) {
+    let _ = ModelConfig::parse("model-config.yaml", data);
+}
+
+/// A handler config, as JSON and as YAML.
+pub fn handler_config(data: &[u8]) {
+    let _ = HandlerConfig::parse("handler.json", data, false);
+    let _ = HandlerConfig::parse("handler.yaml", data, true);
+}
+
+/// A model archive: unpacked (zip or tgz, by its magic bytes) and its metadata read, with the
+/// server's default limits.
+pub fn archive(data: &[u8]) {
+    with_temp_file("model.mar", data, |path| {
+        if let Some(dir) = path.parent() {
+            let _ = unpack::extract(path, &dir.join("unpacked"), &Limits::default());
+        }
+    });
+}
+
+/// A JSON tensor request body for the tensor handler.
+pub fn tensor_request(data: &[u8]) {
+    for handler in tensor_handlers() {
+        let _ = handler.preprocess(&item(data));
+    }
+}
+
+/// An inference request body split into inputs: the first line is the `Content-Type`, the rest
+/// the body (multipart, url-encoded form or raw).
+pub fn multipart(data: &[u8]) {
+    let (head, body) = match data.iter().position(|&byte| byte == b'\n') {
+        Some(end) => (&data[..end], &data[end + 1..]),
+        None => (data, &[][..]),
+    };
+    let content_type = Some(String::from_utf8_lossy(head).into_owned());
+    let body = Bytes::copy_from_slice(body);
+    let _ = crate::http::inference::request_items(body, content_type, 8);
+}
+
+/// An image request item, pre-processed by each built-in vision handler's settings.
+pub fn image(data: &[u8]) {
+    for handler in image_handlers() {
+        let _ = handler.preprocess(&item(data));
+    }
+}
+
+fn item(data: &[u8]) -> RequestItem {
+    RequestItem {
+        bytes: Bytes::copy_from_slice(data),
+        content_type: None,
+    }
+}
+
+/// Whether `value` is an address `parse_address` takes without a DNS lookup.
+fn literal_address(value: &str) -> bool {
+    let value = value.trim();
+    let host_port = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .unwrap_or(value)
+        .trim_end_matches('/');
+    host_port.parse::<std::net::SocketAddr>().is_ok()
+}
+
+/// Runs `read` on `data` written to a fresh temporary folder, which is removed afterwards.
+fn with_temp_file(name: &str, data: &[u8], read: impl FnOnce(&Path)) {
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join(name);
+    if std::fs::write(&path, data).is_ok() {
+        read(&path);
+    }
+}
+
+fn spec(name: &str, dtype: &str, shape: Vec<Dim>) -> TensorSpec {
+    TensorSpec {
+        name: name.into(),
+        dtype: dtype.into(),
+        shape,
+    }
+}
+
+fn batch() -> Dim {
+    Dim::Symbolic("batch".into())
+}
+
+/// Builds handlers once; a config that does not build is left out (the unit test below checks
+/// that none is).
+fn build(configs: Vec<(Option<HandlerConfig>, Signature)>) -> Vec<Handler> {
+    let Ok(no_labels) = tempfile::tempdir() else {
+        return Vec::new();
+    };
+    configs
+        .into_iter()
+        .filter_map(|(config, signature)| {
+            Handler::new(config?, signature, no_labels.path(), true).ok()
+        })
+        .collect()
+}
+
+/// The vision handlers' distinct pre-processing: ImageNet classification (also the segmenter's),
+/// the digits example's grey 28×28, and the object detector's unresized `ToTensor`.
+fn image_handlers() -> &'static [Handler] {
+    static HANDLERS: OnceLock<Vec<Handler>> = OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        let classifier = |channels: u64, size: u64, classes: u64| Signature {
+            inputs: vec![spec(
+                "input",
+                "float32",
+                vec![
+                    batch(),
+                    Dim::Fixed(channels),
+                    Dim::Fixed(size),
+                    Dim::Fixed(size),
+                ],
+            )],
+            outputs: vec![spec(
+                "output",
+                "float32",
+                vec![batch(), Dim::Fixed(classes)],
+            )],
+        };
+        let detector = Signature {
+            inputs: vec![spec(
+                "images",
+                "float32",
+                vec![Dim::Fixed(3), Dim::Unknown, Dim::Unknown],
+            )],
+            outputs: ["boxes", "labels", "scores"]
+                .into_iter()
+                .map(|name| spec(name, "float32", vec![Dim::Unknown]))
+                .collect(),
+        };
+        let mnist = HandlerConfig::parse(
+            "mnist_handler.json",
+            include_bytes!("../examples/digits/mnist_handler.json"),
+            false,
+        )
+        .ok();
+        build(vec![
+            (
+                HandlerConfig::builtin("image_classifier"),
+                classifier(3, 224, 1000),
+            ),
+            (mnist, classifier(1, 28, 10)),
+            (HandlerConfig::builtin("object_detector"), detector),
+        ])
+    })
+}
+
+/// The tensor handler on a one-input graph (which also takes a bare nested list) and on a graph
+/// with inputs of several element types.
+fn tensor_handlers() -> &'static [Handler] {
+    static HANDLERS: OnceLock<Vec<Handler>> = OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        let output = spec("y", "float32", vec![batch(), Dim::Fixed(2)]);
+        let one = Signature {
+            inputs: vec![spec("x", "float32", vec![batch(), Dim::Fixed(3)])],
+            outputs: vec![output.clone()],
+        };
+        let several = Signature {
+            inputs: vec![
+                spec("ids", "int64", vec![batch(), Dim::Unknown]),
+                spec("mask", "bool", vec![batch(), Dim::Unknown]),
+                spec("pixels", "uint8", vec![Dim::Fixed(2), Dim::Fixed(2)]),
+            ],
+            outputs: vec![output],
+        };
+        build(vec![
+            (HandlerConfig::builtin("tensor"), one),
+            (HandlerConfig::builtin("tensor"), several),
+        ])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seeds(target: &str) -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus")
+            .join(target);
+        let entries = std::fs::read_dir(dir).expect("the seed folder");
+        entries
+            .map(|entry| std::fs::read(entry.expect("an entry").path()).expect("a seed"))
+            .collect()
+    }
+
+    #[test]
+    fn every_handler_builds() {
+        assert_eq!(image_handlers().len(), 3);
+        assert_eq!(tensor_handlers().len(), 2);
+    }
+
+    /// The seeds are valid inputs, so the fuzzer starts from the paths past the first checks.
+    #[test]
+    fn request_seeds_are_accepted() {
+        for seed in seeds("image") {
+            for handler in image_handlers() {
+                handler.preprocess(&item(&seed)).expect("an image seed");
+            }
+        }
+        for seed in seeds("tensor_request") {
+            let accepted = tensor_handlers()
+                .iter()
+                .any(|handler| handler.preprocess(&item(&seed)).is_ok());
+            assert!(accepted, "{}", String::from_utf8_lossy(&seed));
+        }
+        for seed in seeds("multipart") {
+            let mut lines = seed.splitn(2, |&byte| byte == b'\n');
+            let head = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+            let body = Bytes::copy_from_slice(lines.next().unwrap_or_default());
+            let items = crate::http::inference::request_items(body, Some(head), 8);
+            assert!(!items.expect("a request seed").is_empty());
+        }
+    }
+}
