@@ -126,11 +126,6 @@ pub(crate) fn request_items(
     content_type: Option<String>,
     max_parts: usize,
 ) -> Result<Vec<RequestItem>, ServeError> {
-    let too_many = || {
-        ServeError::BadRequest(format!(
-            "the request has more than {max_parts} parts (max_request_parts)"
-        ))
-    };
     let mime = content_type.as_deref().unwrap_or("").to_ascii_lowercase();
     if mime.starts_with("multipart/form-data") {
         return multipart_items(body, content_type.as_deref().unwrap_or(""), max_parts);
@@ -146,7 +141,7 @@ pub(crate) fn request_items(
             })
             .collect();
         if items.len() > max_parts {
-            return Err(too_many());
+            return Err(too_many_parts(max_parts));
         }
         // `curl --data-binary @file` labels raw bytes as a form; without data/body fields the
         // whole body is the input.
@@ -164,6 +159,12 @@ pub(crate) fn request_items(
         bytes: body,
         content_type,
     }])
+}
+
+fn too_many_parts(max_parts: usize) -> ServeError {
+    ServeError::BadRequest(format!(
+        "the request has more than {max_parts} parts (max_request_parts)"
+    ))
 }
 
 /// The parts of a multipart body (actix-multipart): the `data`/`body` parts, or every part when
@@ -191,9 +192,7 @@ fn multipart_items(
         || ServeError::BadRequest("malformed multipart body: it ends inside a part".into());
     while let Some(field) = multipart.next().now_or_never().ok_or_else(truncated)? {
         if named.len() + others.len() == max_parts {
-            return Err(ServeError::BadRequest(format!(
-                "the request has more than {max_parts} parts (max_request_parts)"
-            )));
+            return Err(too_many_parts(max_parts));
         }
         let mut field = field.map_err(malformed)?;
         let name = field.name().unwrap_or("").to_string();
