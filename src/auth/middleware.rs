@@ -72,7 +72,7 @@ pub async fn authorize(
         Err(error) => {
             let delay = auth.refused(peer);
             if !delay.is_zero() {
-                actix_web::rt::time::sleep(delay).await;
+                actix_rt::time::sleep(delay).await;
             }
             Ok(request.error_response(error))
         }
