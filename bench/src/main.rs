@@ -36,7 +36,7 @@ use crate::models::Model;
 use crate::report::{BareCase, ServerCase};
 use crate::server::Binaries;
 
-/// Benchmark oxserve against bare ONNX Runtime on the same graphs (issue 6).
+/// Benchmark oxserve against bare ONNX Runtime on the same graphs.
 #[derive(Parser, Debug)]
 #[command(name = "oxserve-bench")]
 struct Args {
