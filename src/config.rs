@@ -568,16 +568,21 @@ impl TlsSettings {
 /// `http://host:port` or `https://host:port` (TorchServe's forms) or a bare `host:port`.
 pub fn parse_address(value: &str) -> Result<SocketAddr, String> {
     let value = value.trim();
-    let host_port = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
-        .unwrap_or(value)
-        .trim_end_matches('/');
-    host_port
+    host_port(value)
         .to_socket_addrs()
         .ok()
         .and_then(|mut addresses| addresses.next())
         .ok_or_else(|| format!("{value:?} is not an address like http://127.0.0.1:8080"))
+}
+
+/// The `host:port` of an address, without its scheme or trailing slash.
+pub fn host_port(address: &str) -> &str {
+    let address = address.trim();
+    address
+        .strip_prefix("http://")
+        .or_else(|| address.strip_prefix("https://"))
+        .unwrap_or(address)
+        .trim_end_matches('/')
 }
 
 #[cfg(test)]

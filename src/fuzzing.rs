@@ -86,13 +86,9 @@ fn item(data: &[u8]) -> RequestItem {
 
 /// Whether `value` is an address `parse_address` takes without a DNS lookup.
 fn literal_address(value: &str) -> bool {
-    let value = value.trim();
-    let host_port = value
-        .strip_prefix("http://")
-        .or_else(|| value.strip_prefix("https://"))
-        .unwrap_or(value)
-        .trim_end_matches('/');
-    host_port.parse::<std::net::SocketAddr>().is_ok()
+    crate::config::host_port(value)
+        .parse::<std::net::SocketAddr>()
+        .is_ok()
 }
 
 /// Runs `read` on `data` written to a fresh temporary folder, which is removed afterwards.
