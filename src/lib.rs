@@ -24,7 +24,8 @@
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
 //! - [`config`]: CLI + config.properties + env, merged once into [`config::Config`].
 //! - [`gpu`]: which NVIDIA GPUs models may use, and where the CUDA libraries are.
-//! - [`sys`]: the FFI calls (freed memory back to the OS, the HTTP threads' scheduling policy).
+//! - `oxserve_sys` (the `sys/` crate): the FFI calls (freed memory back to the OS, the HTTP
+//!   threads' scheduling policy), the only crate of the workspace allowed FFI code.
 //! - [`store`]: the model store and which archives a `url` may name.
 //! - [`error`]: the error type and its TorchServe status codes.
 //! - [`auth`]: token authorization (`key_file.json`, `Authorization: Bearer`, `GET /token`).
@@ -35,55 +36,28 @@
 //! - [`snapshotter`]: snapshots of the registry after every change, and restoring them.
 //! - [`fuzzing`]: one entry point per parser of untrusted input, for `fuzz/` and its replay test.
 
-// `unsafe` is forbidden in every module but `sys`, which holds the FFI calls.
-#[forbid(unsafe_code)]
 pub mod auth;
-#[forbid(unsafe_code)]
 pub mod backend;
-#[forbid(unsafe_code)]
 pub mod batching;
-#[forbid(unsafe_code)]
 pub mod config;
-#[forbid(unsafe_code)]
 pub mod download;
-#[forbid(unsafe_code)]
 pub mod error;
-#[forbid(unsafe_code)]
 pub mod fuzzing;
-#[forbid(unsafe_code)]
 pub mod gpu;
-#[forbid(unsafe_code)]
 pub mod handler;
-#[forbid(unsafe_code)]
 pub mod http;
-#[forbid(unsafe_code)]
 pub mod logging;
-#[forbid(unsafe_code)]
 pub mod manage;
-#[forbid(unsafe_code)]
 pub mod metrics;
-#[forbid(unsafe_code)]
 pub mod model;
-#[forbid(unsafe_code)]
 pub mod prepare;
-#[forbid(unsafe_code)]
 pub mod properties;
-#[forbid(unsafe_code)]
 pub mod registry;
-#[forbid(unsafe_code)]
 pub mod server;
-#[forbid(unsafe_code)]
 pub mod snapshot;
-#[forbid(unsafe_code)]
 pub mod snapshotter;
-#[forbid(unsafe_code)]
 pub mod spin;
-#[forbid(unsafe_code)]
 pub mod state;
-#[forbid(unsafe_code)]
 pub mod store;
-pub mod sys;
-#[forbid(unsafe_code)]
 pub mod tensor;
-#[forbid(unsafe_code)]
 pub mod worker;

@@ -1,8 +1,6 @@
 //! `oxserve`: TorchServe's command line. `--start` runs the server in the background and returns
 //! once it answers `/ping`; `--stop` stops it; `--foreground` (or no action flag) runs it here.
 
-#![forbid(unsafe_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};

@@ -168,7 +168,9 @@ fn worker_loop(
 ) {
     // Started from an HTTP thread (a registration), this thread and ONNX Runtime's would inherit
     // its policy.
-    crate::sys::compete_normally();
+    if let Err(error) = oxserve_sys::compete_normally() {
+        tracing::debug!("cannot reset the worker's scheduling policy: {error}");
+    }
     let building = Instant::now();
     let mut session = match context.graph.session(&context.session) {
         Ok(session) => session,

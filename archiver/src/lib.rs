@@ -13,8 +13,6 @@
 //! - [`unpack`]: reading an untrusted archive safely (no path escapes, zip-bomb caps).
 //! - [`error`]: the crate's error type.
 
-#![forbid(unsafe_code)]
-
 pub mod error;
 pub mod graph;
 pub mod handler_config;

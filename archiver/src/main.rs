@@ -1,8 +1,6 @@
 //! `oxserve-archiver`: torch-model-archiver's command line, packing ONNX graphs into `.mar` archives.
 //! `oxserve-archiver inspect X.mar` prints what an archive holds.
 
-#![forbid(unsafe_code)]
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 

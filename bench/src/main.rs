@@ -14,8 +14,6 @@
 //! - [`probes`]: pre-processing cost, cold start, memory with two models.
 //! - [`report`]: `BENCH {json}` lines, tables, and the summary against the targets.
 
-#![forbid(unsafe_code)]
-
 mod bare;
 mod cases;
 mod load;

@@ -48,7 +48,7 @@ impl PreparedGraph {
     /// A graph that cannot be saved so is kept as ONNX (one weight copy per session, as before);
     /// a graph ONNX Runtime cannot load at all is an error. Blocking: hundreds of ms for
     /// ResNet-18. Its transient copies stay in the allocator until the caller returns them
-    /// ([`crate::sys::return_free_memory`], which the model's worker pool calls once its
+    /// ([`oxserve_sys::return_free_memory`], which the model's worker pool calls once its
     /// workers are up). `for_gpu`: the sessions will run on CUDA, so the graph is kept as ONNX
     /// and only checked.
     pub fn prepare(onnx: Vec<u8>, for_gpu: bool) -> Result<PreparedGraph, BackendError> {

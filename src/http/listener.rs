@@ -78,7 +78,9 @@ pub fn serve(
     let auth = web::Data::from(std::sync::Arc::clone(&state.auth));
     let server = HttpServer::new(move || {
         // Runs once on each worker thread as it starts.
-        crate::sys::defer_to_workers();
+        if let Err(error) = oxserve_sys::defer_to_workers() {
+            tracing::debug!("cannot set the HTTP thread's scheduling policy: {error}");
+        }
         App::new()
             .app_data(state.clone())
             .app_data(auth.clone())

@@ -116,7 +116,7 @@ impl WorkerPool {
             self.start(current, current + min, threads)?;
             self.stop_first(current)?;
         }
-        crate::sys::return_free_memory();
+        oxserve_sys::return_free_memory();
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! The server's FFI calls, the one module where `unsafe` is allowed.
+//! oxserve's FFI calls, the one place where `unsafe` is allowed (every other crate of the
+//! workspace forbids it).
 //!
 //! - [`return_free_memory`]: glibc keeps freed heap pages, so after loading a model the RSS still
 //!   counts the transient copies ONNX Runtime made while optimising the graph (~100 MiB for
@@ -14,7 +15,6 @@
 /// Returns the allocator's free pages to the OS (glibc on Linux; a no-op elsewhere).
 pub fn return_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
     // SAFETY: malloc_trim takes no pointers, is thread-safe (it locks each arena in turn) and
     // only releases pages that hold no live allocation.
     unsafe {
@@ -23,28 +23,28 @@ pub fn return_free_memory() {
 }
 
 /// Puts the calling thread under `SCHED_BATCH` (Linux; a no-op elsewhere).
-pub fn defer_to_workers() {
+pub fn defer_to_workers() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    set_policy(libc::SCHED_BATCH);
+    return set_policy(libc::SCHED_BATCH);
+    #[cfg(not(target_os = "linux"))]
+    Ok(())
 }
 
 /// Puts the calling thread back under the normal policy.
-pub fn compete_normally() {
+pub fn compete_normally() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    set_policy(libc::SCHED_OTHER);
+    return set_policy(libc::SCHED_OTHER);
+    #[cfg(not(target_os = "linux"))]
+    Ok(())
 }
 
 #[cfg(target_os = "linux")]
-fn set_policy(policy: libc::c_int) {
+fn set_policy(policy: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` is a valid sched_param that outlives the call; pid 0 is the calling thread,
     // and the call changes nothing but that thread's scheduling policy.
-    #[allow(unsafe_code)]
-    let result = unsafe { libc::sched_setscheduler(0, policy, &param) };
-    if result != 0 {
-        tracing::debug!(
-            "cannot set the thread's scheduling policy: {}",
-            std::io::Error::last_os_error()
-        );
+    match unsafe { libc::sched_setscheduler(0, policy, &param) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
