@@ -20,7 +20,7 @@ use serde_json::Value;
 
 const OXSERVE: &str = env!("CARGO_BIN_EXE_oxserve");
 /// The phases saturate the machine: one at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// RSS may grow this much past warm-up under load, and after the register/unregister cycles.
 const LOAD_GROWTH_MB: f64 = 50.0;
 const CYCLES_GROWTH_MB: f64 = 100.0;
@@ -216,9 +216,7 @@ fn cases(photo_answer: Vec<u8>) -> (Vec<Case>, Vec<Case>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let seconds = setting("OXSERVE_SOAK_SECS", 30);
     let mut server = Server::new("load_models=all\ndefault_workers_per_model=1\n");
     std::fs::copy(example_store("mnist.mar"), server.store().join("mnist.mar")).unwrap();
@@ -329,9 +327,7 @@ async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_unregister_cycles_give_memory_back() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let cycles = setting("OXSERVE_SOAK_CYCLES", 50).max(2);
     let mut server = Server::new("");
     pack_into(&server.store(), &classifier("resnet"));
@@ -384,9 +380,7 @@ async fn register_unregister_cycles_give_memory_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_registration_bursts_loses_no_acknowledged_model() {
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let kills = setting("OXSERVE_SOAK_KILLS", 5);
     let mut server = Server::new("");
     std::fs::copy(example_store("mnist.mar"), server.store().join("mnist.mar")).unwrap();
