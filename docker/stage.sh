@@ -38,7 +38,7 @@ esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-rm -rf "$dest"
+rm -rf "$dest/bin" "$dest/lib"
 mkdir -p "$dest/bin" "$dest/lib"
 for binary in oxserve oxserve-archiver; do
   [ -x "$release/$binary" ] || { echo "error: $release/$binary is missing: build it first" >&2; exit 1; }
