@@ -11,7 +11,8 @@
 #   prebuilt   takes the binaries and libraries already staged in docker/dist/ (bin/, lib/), for
 #              machines that cannot pull a rust: image: scripts/docker-test.sh builds them on the
 #              host and stages them. It comes before `build` so that Docker's classic builder,
-#              which builds every stage up to the target, never needs BUILD_IMAGE for it.
+#              which builds every stage up to the target, never needs BUILD_IMAGE for it (on the
+#              way to `runtime` it copies docker/dist/, empty in a checkout: nothing).
 # The GPU variant: `--build-arg ONNXRUNTIME=gpu` (or `scripts/docker-test.sh --gpu` for the
 # prebuilt target) carries onnxruntime-gpu's library and the CUDA 13 / cuDNN 9 libraries of
 # NVIDIA's pip wheels in /usr/local/lib/nvidia; run it with `docker run --gpus all`.
