@@ -6,6 +6,11 @@
 //! The server creates one [`TokenAuth`] at startup (or [`TokenAuth::disabled`] for
 //! `disable_token_authorization`) and removes its key file at shutdown; the HTTP listeners wrap
 //! apps in [`authorize`], told which key each needs by a [`Guard`].
+//!
+//! One departure from TorchServe, which checks the key on `/ping` too: the health probes in
+//! [`KEYLESS_HEALTH_PATHS`] answer without a key, because Docker's `HEALTHCHECK` and Kubernetes'
+//! probes cannot send one. They say only whether the server serves; everything else still
+//! needs its key.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -27,6 +32,18 @@ pub const KEY_FILE_NAME: &str = "key_file.json";
 
 /// Minutes a management or inference key lives when `token_expiration_min` is not set.
 pub const DEFAULT_EXPIRATION_MINUTES: f64 = 60.0;
+
+/// The only requests answered without a key (when token authorization is on): a `GET` of one of
+/// these exact paths on the inference listener. Server health only; a model's own readiness
+/// (`/v2/models/{m}/ready`) names a model and stays behind the key.
+pub const KEYLESS_HEALTH_PATHS: &[&str] = &["/ping", "/v2/health/live", "/v2/health/ready"];
+
+/// Whether a request to `api`'s listener is a health probe that needs no key: `GET` of exactly
+/// a [`KEYLESS_HEALTH_PATHS`] path on the inference listener (the raw path, so no spelling of
+/// another route can match).
+pub fn is_keyless_health_probe(api: Api, method: &str, path: &str) -> bool {
+    api == Api::Inference && method == "GET" && KEYLESS_HEALTH_PATHS.contains(&path)
+}
 
 /// Which key a request must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,7 +127,6 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let probe = Probe::new(&config)?;
-    let key_file = config.key_file_dir.join(oxserve::auth::KEY_FILE_NAME);
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             bail!(
@@ -135,7 +134,7 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
                 log_path.display()
             );
         }
-        if probe.healthy(inference_key(&key_file).as_deref()) {
+        if probe.healthy() {
             println!(
                 "oxserve started (pid {}), logging to {}",
                 child.id(),
@@ -149,14 +148,6 @@ fn start_in_background(cli: &Cli) -> anyhow::Result<()> {
         "the server did not become healthy within 120 s; see {}",
         log_path.display()
     )
-}
-
-/// The inference key from key_file.json, once the server has written it (TorchServe's `/ping`
-/// needs it when token authorization is on).
-fn inference_key(key_file: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(key_file).ok()?;
-    let keys: serde_json::Value = serde_json::from_str(&text).ok()?;
-    keys["inference"]["key"].as_str().map(str::to_string)
 }
 
 /// `GET /ping` on the inference listener, to tell when a server started in the background serves.
@@ -176,8 +167,8 @@ impl Probe {
             .build()
             .context("cannot start an async runtime")?;
         let _entered = runtime.enter();
-        // Over TLS the probe sends no key, so it need not know whom it talks to: any answer
-        // means the server serves (it loads its startup models before it does).
+        // Over TLS the probe need not know whom it talks to: any answer means the server serves
+        // (it loads its startup models before it does).
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .danger_accept_invalid_certs(tls)
@@ -191,12 +182,9 @@ impl Probe {
         })
     }
 
-    /// Over plain HTTP: 200 `Healthy` (with the inference key when token authorization is on).
-    fn healthy(&self, key: Option<&str>) -> bool {
-        let mut request = self.client.get(&self.url);
-        if let Some(key) = key.filter(|_| !self.tls) {
-            request = request.bearer_auth(key);
-        }
+    /// Over plain HTTP: 200 `Healthy` (`/ping` needs no key, even with token authorization on).
+    fn healthy(&self) -> bool {
+        let request = self.client.get(&self.url);
         match self.runtime.block_on(async { request.send().await }) {
             Ok(response) => self.tls || response.status() == 200,
             Err(_) => false,

@@ -39,6 +39,19 @@ async fn get(url: String, token: Option<&str>) -> (u16, Value) {
     )
 }
 
+/// The digit 6 sent to `mnist` with `token`: the status and the answer.
+async fn predict(server: &TestServer, token: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(server.url("/predictions/mnist"))
+        .bearer_auth(token)
+        .body(std::fs::read(example("digit_6.png")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_authorization_guards_both_apis() {
     let server = TestServer::start(&[mnist()], &[("disable_token_authorization", "false")]).await;
@@ -52,9 +65,9 @@ async fn token_authorization_guards_both_apis() {
         "message": "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
     });
     for (url, token) in [
-        (server.url("/ping"), None),
-        (server.url("/ping"), Some("wrong")),
-        (server.url("/ping"), Some(management.as_str())),
+        (server.url("/predictions/mnist"), None),
+        (server.url("/predictions/mnist"), Some("wrong")),
+        (server.url("/predictions/mnist"), Some(management.as_str())),
         (server.management("/models"), None),
         (server.management("/models"), Some(inference.as_str())),
     ] {
@@ -64,7 +77,14 @@ async fn token_authorization_guards_both_apis() {
             "{url} with {token:?}"
         );
     }
-    assert_eq!(get(server.url("/ping"), Some(&inference)).await.0, 200);
+    // Health probes (Docker, Kubernetes) send no key: /ping answers anyway, whatever it carries.
+    for token in [None, Some("wrong"), Some(inference.as_str())] {
+        assert_eq!(
+            get(server.url("/ping"), token).await,
+            (200, json!({"status": "Healthy"})),
+            "{token:?}"
+        );
+    }
     assert_eq!(
         get(server.management("/models"), Some(&management)).await.0,
         200
@@ -74,14 +94,7 @@ async fn token_authorization_guards_both_apis() {
         200,
         "metrics need no key, as in TorchServe"
     );
-    let answer = reqwest::Client::new()
-        .post(server.url("/predictions/mnist"))
-        .bearer_auth(&inference)
-        .body(std::fs::read(example("digit_6.png")).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.text().await.unwrap(), "6");
+    assert_eq!(predict(&server, &inference).await, (200, "6".into()));
 
     // Rotation: only with the API key; the old inference key stops working, the new one works.
     assert_eq!(
@@ -104,8 +117,8 @@ async fn token_authorization_guards_both_apis() {
         .unwrap()
         .to_string();
     assert_ne!(rotated, inference);
-    assert_eq!(get(server.url("/ping"), Some(&inference)).await.0, 400);
-    assert_eq!(get(server.url("/ping"), Some(&rotated)).await.0, 200);
+    assert_eq!(predict(&server, &inference).await.0, 400);
+    assert_eq!(predict(&server, &rotated).await, (200, "6".into()));
     server.stop().await;
 }
 

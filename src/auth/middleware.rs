@@ -1,6 +1,6 @@
 //! The token check as actix middleware, worn by every listener (TorchServe's
 //! `TokenAuthorizationHandler` sits in the same place in its handler chain): after the API
-//! description, before the routes. Each listener puts the server's [`TokenAuth`] and a [`Guard`]
+//! description and the keyless health probes, before the routes. Each listener puts the server's [`TokenAuth`] and a [`Guard`]
 //! saying which key it needs in its app data; the management listener also answers `/token` here.
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -9,7 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpResponse, ResponseError};
 
-use super::{Api, TokenAuth};
+use super::{is_keyless_health_probe, Api, TokenAuth};
 
 /// The key a listener's requests need; `Guard(None)` (metrics) needs none.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub async fn authorize(
         };
         return Ok(request.into_response(response));
     }
-    if is_api_description(path) {
+    if is_api_description(path) || is_keyless_health_probe(api, request.method().as_str(), path) {
         return Ok(next.call(request).await?.map_into_boxed_body());
     }
     let peer = request.peer_addr().map(|address| address.ip());
@@ -119,6 +119,13 @@ mod tests {
             .app_data(Guard(api))
             .route("/models", web::get().to(|| async { "models" }))
             .route("/ping", web::get().to(|| async { "pong" }))
+            .route("/v2/health/live", web::get().to(|| async { "live" }))
+            .route("/v2/health/ready", web::get().to(|| async { "ready" }))
+            .route(
+                "/v2/models/{model}/ready",
+                web::get().to(|| async { "ready" }),
+            )
+            .route("/predictions/{model}", web::to(|| async { "answer" }))
             .route("/", web::route().to(|| async { "description" }))
             .wrap(from_fn(authorize))
     }
@@ -201,6 +208,66 @@ mod tests {
             .insert_header(("Authorization", authorization))
     }
 
+    /// Only a `GET` of an exact health path on the inference listener passes without a key (and
+    /// whatever key it carries); every other path, method or listener still needs its own key.
+    #[actix_web::test]
+    async fn only_health_probes_pass_without_a_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth =
+            Arc::new(TokenAuth::create(dir.path(), Duration::from_secs(3600)).expect("create"));
+        let inference = bearer(&key(dir.path(), "inference"));
+        let guarded = actix_test::init_service(app(Arc::clone(&auth), Some(Api::Inference))).await;
+        let status = |response: ServiceResponse<BoxBody>| response.status().as_u16();
+
+        for path in crate::auth::KEYLESS_HEALTH_PATHS {
+            let bare = actix_test::TestRequest::get().uri(path).to_request();
+            assert_eq!(status(actix_test::call_service(&guarded, bare).await), 200);
+            let wrong = get(path, "Bearer wrong").to_request();
+            assert_eq!(status(actix_test::call_service(&guarded, wrong).await), 200);
+        }
+        let keyed = [
+            ("GET", "/predictions/mnist"),
+            ("POST", "/predictions/mnist"),
+            ("GET", "/v2/models/mnist/ready"),
+            ("POST", "/ping"),
+            ("HEAD", "/ping"),
+            ("POST", "/v2/health/ready"),
+            ("GET", "/ping/"),
+            ("GET", "/pin%67"),
+            ("GET", "/v2/health/ready/"),
+            ("GET", "/v2/health"),
+            ("GET", "/models"),
+        ];
+        for (method, path) in keyed {
+            let method = actix_web::http::Method::from_bytes(method.as_bytes()).expect("method");
+            let bare = actix_test::TestRequest::default()
+                .method(method.clone())
+                .uri(path)
+                .to_request();
+            assert_eq!(
+                status(actix_test::call_service(&guarded, bare).await),
+                400,
+                "{method} {path}"
+            );
+        }
+        let predicted = get("/predictions/mnist", &inference).to_request();
+        assert_eq!(
+            status(actix_test::call_service(&guarded, predicted).await),
+            200
+        );
+
+        // The management listener exempts nothing.
+        let management = actix_test::init_service(app(auth, Some(Api::Management))).await;
+        for path in crate::auth::KEYLESS_HEALTH_PATHS {
+            let bare = actix_test::TestRequest::get().uri(path).to_request();
+            assert_eq!(
+                status(actix_test::call_service(&management, bare).await),
+                400,
+                "{path}"
+            );
+        }
+    }
+
     /// The inference key on the inference guard; disabled auth or no guard lets all through.
     #[actix_web::test]
     async fn the_inference_guard_and_disabled_auth() {
@@ -213,19 +280,29 @@ mod tests {
         let guarded = actix_test::init_service(app(Arc::clone(&auth), Some(Api::Inference))).await;
         let status = |response: ServiceResponse<BoxBody>| response.status().as_u16();
         assert_eq!(
-            status(actix_test::call_service(&guarded, get("/ping", &inference).to_request()).await),
+            status(
+                actix_test::call_service(
+                    &guarded,
+                    get("/predictions/mnist", &inference).to_request()
+                )
+                .await
+            ),
             200
         );
         assert_eq!(
             status(
-                actix_test::call_service(&guarded, get("/ping", &management).to_request()).await
+                actix_test::call_service(
+                    &guarded,
+                    get("/predictions/mnist", &management).to_request()
+                )
+                .await
             ),
             400
         );
 
         // A peer that keeps sending wrong keys is answered more and more slowly.
         let wrong = || {
-            get("/ping", &management)
+            get("/predictions/mnist", &management)
                 .peer_addr("10.0.0.9:4000".parse().expect("address"))
                 .to_request()
         };

@@ -182,15 +182,8 @@ impl TestServer {
 
     async fn wait_until_healthy(&self, client: &reqwest::Client) {
         for _ in 0..500 {
-            // With token authorization on, /ping needs the inference key, as in TorchServe.
-            let key = std::fs::read(self.logs.path().join("key_file.json"))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .and_then(|keys| keys["inference"]["key"].as_str().map(str::to_string));
-            let mut ping = client.get(self.url("/ping"));
-            if let Some(key) = key {
-                ping = ping.bearer_auth(key);
-            }
+            // /ping needs no key, even with token authorization on (auth::KEYLESS_HEALTH_PATHS).
+            let ping = client.get(self.url("/ping"));
             if let Ok(response) = ping.send().await {
                 if response.status() == 200 {
                     return;
