@@ -28,6 +28,14 @@ pub struct ConvertPlan {
     pub not_carried: Vec<String>,
 }
 
+/// The server's answer to an archive made by torch-model-archiver (a PyTorch model and a Python
+/// handler, no ONNX graph and handler config): the command that converts it.
+pub fn needs_conversion_message(archive: &str) -> String {
+    format!(
+        "{archive} is a TorchServe archive (a PyTorch model for a Python handler), which oxserve cannot serve as it is: convert it with `oxserve-archiver convert {archive}` and register the converted archive"
+    )
+}
+
 /// TorchServe's name for a default handler, as its manifests record it (`image_classifier`,
 /// possibly with a `:handle` entry point), mapped to our built-in handler of the same name.
 pub fn builtin_handler(recorded: &str) -> Option<&'static str> {

@@ -649,10 +649,9 @@ fn png_as_serialized_file_is_refused() {
     );
 }
 
-#[test]
-fn torchscript_zip_is_refused_with_export_advice() {
+/// A TorchScript `.pt` is a zip archive; so is a state_dict saved by torch.save.
+fn torchscript_scene() -> tempfile::TempDir {
     let tmp = scene();
-    // A TorchScript .pt is a zip archive.
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     writer
         .start_file("model/data.pkl", zip::write::SimpleFileOptions::default())
@@ -663,11 +662,46 @@ fn torchscript_zip_is_refused_with_export_advice() {
         writer.finish().unwrap().into_inner(),
     )
     .unwrap();
+    tmp
+}
+
+#[test]
+fn pytorch_model_without_torch_is_refused_with_one_line_naming_what_to_install() {
+    let tmp = torchscript_scene();
+    let missing = tmp.path().join("no-such-python");
+    let mut args = tiny_mlp_args(&["--input-shape", "1,4", "--python"]);
+    args[5] = "model.pt";
+    args.push(missing.to_str().unwrap());
+    let error = refused_args(tmp.path(), &args);
+    assert!(
+        error.contains("needs PyTorch")
+            && error.contains("pip install torch")
+            && error.contains("model.pt"),
+        "{error}"
+    );
+    // OXSERVE_PYTHON names the Python when --python does not.
+    let mut args = tiny_mlp_args(&["--input-shape", "1,4"]);
+    args[5] = "model.pt";
+    let error = refused(
+        tmp.path(),
+        archiver(tmp.path())
+            .args(&args)
+            .env("OXSERVE_PYTHON", &missing),
+    );
+    assert!(
+        error.contains("needs PyTorch") && error.contains("no-such-python"),
+        "{error}"
+    );
+}
+
+#[test]
+fn pytorch_model_for_the_tensor_handler_needs_its_input_shape() {
+    let tmp = torchscript_scene();
     let mut args = tiny_mlp_args(&[]);
     args[5] = "model.pt";
     let error = refused_args(tmp.path(), &args);
     assert!(
-        error.contains("torch.onnx.export") && error.contains("model.pt"),
+        error.contains("--input-shape") && error.contains("tensor"),
         "{error}"
     );
 }
