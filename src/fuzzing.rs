@@ -47,8 +47,7 @@ pub fn handler_config(data: &[u8]) {
 pub fn archive(data: &[u8]) {
     with_temp_file("model.mar", data, |path| {
         if let Some(dir) = path.parent() {
-            if let Ok(extracted) =
-                unpack::extract(path, &dir.join("unpacked"), &Limits::default())
+            if let Ok(extracted) = unpack::extract(path, &dir.join("unpacked"), &Limits::default())
             {
                 let _ = oxserve_archiver::torchserve::plan(&extracted, None);
             }

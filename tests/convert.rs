@@ -43,7 +43,10 @@ fn torchserve_archive(path: &Path) {
     let options = zip::write::SimpleFileOptions::default();
     for (name, bytes) in [
         ("MAR-INF/MANIFEST.json", manifest.to_string().into_bytes()),
-        ("densenet161-8d451a50.pth", b"PK\x03\x04 a state_dict".to_vec()),
+        (
+            "densenet161-8d451a50.pth",
+            b"PK\x03\x04 a state_dict".to_vec(),
+        ),
         ("model.py", b"class ImageClassifier: pass\n".to_vec()),
     ] {
         zip.start_file(name, options).unwrap();
@@ -124,7 +127,9 @@ fn run(command: &mut Command) -> String {
 
 /// The top-5 answers agree: the same labels, probabilities within 5 % of PyTorch's.
 fn assert_same_top5(served: &Value, expected: &Value, what: &str) {
-    let served = served.as_object().unwrap_or_else(|| panic!("{what}: {served}"));
+    let served = served
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: {served}"));
     let expected = expected.as_object().expect("expected answer is an object");
     assert_eq!(served.len(), 5, "{what}: {served:?}");
     for (label, probability) in expected {
@@ -163,28 +168,45 @@ async fn tutorial_lines_torchscript_and_torchserve_archives_convert_and_serve() 
     };
     // The tutorial's line, program renamed.
     let stderr = archive(&[
-        "--model-name", "tiny_densenet", "--version", "1.0",
-        "--model-file", "tiny_densenet/model.py",
-        "--serialized-file", "tiny_densenet/tiny_densenet.pth",
-        "--handler", "image_classifier",
-        "--extra-files", "tiny_densenet/index_to_name.json",
-        "--export-path", store.to_str().unwrap(),
+        "--model-name",
+        "tiny_densenet",
+        "--version",
+        "1.0",
+        "--model-file",
+        "tiny_densenet/model.py",
+        "--serialized-file",
+        "tiny_densenet/tiny_densenet.pth",
+        "--handler",
+        "image_classifier",
+        "--extra-files",
+        "tiny_densenet/index_to_name.json",
+        "--export-path",
+        store.to_str().unwrap(),
     ]);
     assert!(
         stderr.contains("max abs diff") && stderr.contains("opset 17"),
         "{stderr}"
     );
     archive(&[
-        "--model-name", "tiny_ts", "--version", "1.0",
-        "--serialized-file", "tiny_densenet.pt",
-        "--handler", "image_classifier",
-        "--extra-files", "tiny_densenet/index_to_name.json",
-        "--export-path", store.to_str().unwrap(),
+        "--model-name",
+        "tiny_ts",
+        "--version",
+        "1.0",
+        "--serialized-file",
+        "tiny_densenet.pt",
+        "--handler",
+        "image_classifier",
+        "--extra-files",
+        "tiny_densenet/index_to_name.json",
+        "--export-path",
+        store.to_str().unwrap(),
     ]);
     let converted = work.path().join("converted");
     archive(&[
-        "convert", "tiny_densenet.mar",
-        "--export-path", converted.to_str().unwrap(),
+        "convert",
+        "tiny_densenet.mar",
+        "--export-path",
+        converted.to_str().unwrap(),
     ]);
     std::fs::copy(
         converted.join("tiny_densenet.mar"),
@@ -198,8 +220,14 @@ async fn tutorial_lines_torchscript_and_torchserve_archives_convert_and_serve() 
             "answer",
             "image_classifier",
             models.join("tiny_densenet/model.py").to_str().unwrap(),
-            models.join("tiny_densenet/tiny_densenet.pth").to_str().unwrap(),
-            models.join("tiny_densenet/index_to_name.json").to_str().unwrap(),
+            models
+                .join("tiny_densenet/tiny_densenet.pth")
+                .to_str()
+                .unwrap(),
+            models
+                .join("tiny_densenet/index_to_name.json")
+                .to_str()
+                .unwrap(),
             photo.to_str().unwrap(),
         ]),
     ))

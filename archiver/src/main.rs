@@ -231,8 +231,7 @@ fn run_convert(command: ConvertCommand) -> Result<(), String> {
         extra_files: Vec::new(),
         runtime: plan.runtime,
         export_path: command.export_path,
-        archive_format: ArchiveFormat::parse(&command.archive_format)
-            .map_err(|e| e.to_string())?,
+        archive_format: ArchiveFormat::parse(&command.archive_format).map_err(|e| e.to_string())?,
         force: command.force,
         requirements_file: None,
         config_file: plan.config_file,

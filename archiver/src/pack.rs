@@ -8,13 +8,13 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::convert::{self, ConvertOptions};
 use crate::error::{ArchiveError, Result};
 use crate::handler_config::{HandlerConfig, BUILTIN_HANDLERS};
 use crate::manifest::{
     self, Manifest, ModelSection, OxserveSection, FORMAT_VERSION, HANDLER_CONFIG_PATH,
     MANIFEST_PATH,
 };
-use crate::convert::{self, ConvertOptions};
 use crate::model_config::ModelConfig;
 use crate::{graph, runtime};
 
@@ -218,9 +218,7 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
                 Some(path) => file_name(path)?,
                 None => request.handler.clone(),
             },
-            model_file: carried_model_file
-                .map(|path| file_name(path))
-                .transpose()?,
+            model_file: carried_model_file.map(|path| file_name(path)).transpose()?,
             model_version: request.version.clone(),
             requirements_file,
             config_file,

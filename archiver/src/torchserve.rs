@@ -111,7 +111,14 @@ pub fn plan(archive: &ExtractedArchive, handler: Option<&str>) -> Result<Convert
     }
     let mut carried_files = Vec::new();
     let mut budget = Limits::default().max_entries;
-    collect(root, "", &skip, &mut carried_files, &mut not_carried, &mut budget)?;
+    collect(
+        root,
+        "",
+        &skip,
+        &mut carried_files,
+        &mut not_carried,
+        &mut budget,
+    )?;
     Ok(ConvertPlan {
         model_name: manifest.model.model_name.clone(),
         version: manifest.model.model_version.clone(),
@@ -232,7 +239,10 @@ mod tests {
 
     #[test]
     fn torchserve_handler_names_map_to_ours() {
-        assert_eq!(builtin_handler("image_classifier"), Some("image_classifier"));
+        assert_eq!(
+            builtin_handler("image_classifier"),
+            Some("image_classifier")
+        );
         assert_eq!(
             builtin_handler("ts.torch_handler.object_detector:handle"),
             Some("object_detector")

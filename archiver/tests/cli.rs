@@ -1166,7 +1166,10 @@ fn convert_keeps_name_version_extra_files_and_config_and_says_what_it_drops() {
     );
     // The new archive is an oxserve archive: converting it again is refused.
     fs::rename(&archive, tmp.path().join("mlp.mar")).unwrap();
-    let error = refused_args(tmp.path(), &["convert", "mlp.mar", "--export-path", "model_store"]);
+    let error = refused_args(
+        tmp.path(),
+        &["convert", "mlp.mar", "--export-path", "model_store"],
+    );
     assert!(error.contains("already an oxserve archive"), "{error}");
 }
 

@@ -46,14 +46,20 @@ pub fn compare(
     let fail = |message: String| ArchiveError::Conversion(message);
     let mut session = Session::builder(environment)
         .and_then(|mut builder| builder.commit_from_memory(graph))
-        .map_err(|error| fail(format!("ONNX Runtime cannot load the exported graph: {error}")))?;
+        .map_err(|error| {
+            fail(format!(
+                "ONNX Runtime cannot load the exported graph: {error}"
+            ))
+        })?;
     let mut feeds: Vec<(String, DynValue)> = Vec::new();
     for input in inputs {
         feeds.push((input.name.clone(), to_value(input)?));
     }
-    let outputs = session
-        .run(feeds)
-        .map_err(|error| fail(format!("ONNX Runtime cannot run the exported graph: {error}")))?;
+    let outputs = session.run(feeds).map_err(|error| {
+        fail(format!(
+            "ONNX Runtime cannot run the exported graph: {error}"
+        ))
+    })?;
     if outputs.len() != expected.len() {
         return Err(fail(format!(
             "the exported graph has {} outputs, but the model returns {}",
@@ -75,7 +81,11 @@ pub fn compare(
         let atol = ATOL_SCALE * scale;
         let (mut max_abs, mut max_rel, mut worst) = (0f64, 0f64, 0f64);
         for (&a, &b) in got.iter().zip(&reference) {
-            let diff = if a.is_nan() && b.is_nan() { 0.0 } else { (a - b).abs() };
+            let diff = if a.is_nan() && b.is_nan() {
+                0.0
+            } else {
+                (a - b).abs()
+            };
             let diff = if diff.is_nan() { f64::INFINITY } else { diff };
             max_abs = max_abs.max(diff);
             if b != 0.0 {
@@ -114,8 +124,9 @@ fn read_bytes(tensor: &SavedTensor, element_size: u64) -> Result<Vec<u8>> {
         .ok_or_else(|| {
             ArchiveError::Conversion(format!("check tensor {} is too large", tensor.name))
         })?;
-    let bytes = std::fs::read(&tensor.file)
-        .map_err(|error| ArchiveError::io(format!("cannot read {}", tensor.file.display()), error))?;
+    let bytes = std::fs::read(&tensor.file).map_err(|error| {
+        ArchiveError::io(format!("cannot read {}", tensor.file.display()), error)
+    })?;
     if bytes.len() as u64 != count {
         return Err(ArchiveError::Conversion(format!(
             "check tensor {} holds {} bytes, not the {count} its shape needs",
@@ -137,25 +148,34 @@ macro_rules! decode {
 
 fn to_value(tensor: &SavedTensor) -> Result<DynValue> {
     let shape: Vec<i64> = tensor.shape.iter().map(|&dim| dim as i64).collect();
-    let built = match tensor.dtype.as_str() {
-        "float32" => Tensor::from_array((shape, decode!(read_bytes(tensor, 4)?, f32))).map(Tensor::into_dyn),
-        "float64" => Tensor::from_array((shape, decode!(read_bytes(tensor, 8)?, f64))).map(Tensor::into_dyn),
-        "int64" => Tensor::from_array((shape, decode!(read_bytes(tensor, 8)?, i64))).map(Tensor::into_dyn),
-        "int32" => Tensor::from_array((shape, decode!(read_bytes(tensor, 4)?, i32))).map(Tensor::into_dyn),
-        "int8" => Tensor::from_array((shape, decode!(read_bytes(tensor, 1)?, i8))).map(Tensor::into_dyn),
-        "uint8" => Tensor::from_array((shape, read_bytes(tensor, 1)?)).map(Tensor::into_dyn),
-        "bool" => Tensor::from_array((
-            shape,
-            read_bytes(tensor, 1)?.iter().map(|&b| b != 0).collect::<Vec<bool>>(),
-        ))
-        .map(Tensor::into_dyn),
-        other => {
-            return Err(ArchiveError::Conversion(format!(
+    let built =
+        match tensor.dtype.as_str() {
+            "float32" => Tensor::from_array((shape, decode!(read_bytes(tensor, 4)?, f32)))
+                .map(Tensor::into_dyn),
+            "float64" => Tensor::from_array((shape, decode!(read_bytes(tensor, 8)?, f64)))
+                .map(Tensor::into_dyn),
+            "int64" => Tensor::from_array((shape, decode!(read_bytes(tensor, 8)?, i64)))
+                .map(Tensor::into_dyn),
+            "int32" => Tensor::from_array((shape, decode!(read_bytes(tensor, 4)?, i32)))
+                .map(Tensor::into_dyn),
+            "int8" => Tensor::from_array((shape, decode!(read_bytes(tensor, 1)?, i8)))
+                .map(Tensor::into_dyn),
+            "uint8" => Tensor::from_array((shape, read_bytes(tensor, 1)?)).map(Tensor::into_dyn),
+            "bool" => Tensor::from_array((
+                shape,
+                read_bytes(tensor, 1)?
+                    .iter()
+                    .map(|&b| b != 0)
+                    .collect::<Vec<bool>>(),
+            ))
+            .map(Tensor::into_dyn),
+            other => {
+                return Err(ArchiveError::Conversion(format!(
                 "the check cannot feed a {other} input ({}); convert with a float32/int64 input",
                 tensor.name
             )))
-        }
-    };
+            }
+        };
     built.map_err(|error| {
         ArchiveError::Conversion(format!("cannot build check input {}: {error}", tensor.name))
     })
@@ -164,11 +184,23 @@ fn to_value(tensor: &SavedTensor) -> Result<DynValue> {
 /// Reads a saved tensor as f64 for the comparison.
 fn read_as_f64(tensor: &SavedTensor) -> Result<Vec<f64>> {
     Ok(match tensor.dtype.as_str() {
-        "float32" => decode!(read_bytes(tensor, 4)?, f32).into_iter().map(f64::from).collect(),
+        "float32" => decode!(read_bytes(tensor, 4)?, f32)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
         "float64" => decode!(read_bytes(tensor, 8)?, f64),
-        "int64" => decode!(read_bytes(tensor, 8)?, i64).into_iter().map(|v| v as f64).collect(),
-        "int32" => decode!(read_bytes(tensor, 4)?, i32).into_iter().map(f64::from).collect(),
-        "int8" => decode!(read_bytes(tensor, 1)?, i8).into_iter().map(f64::from).collect(),
+        "int64" => decode!(read_bytes(tensor, 8)?, i64)
+            .into_iter()
+            .map(|v| v as f64)
+            .collect(),
+        "int32" => decode!(read_bytes(tensor, 4)?, i32)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        "int8" => decode!(read_bytes(tensor, 1)?, i8)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
         "uint8" | "bool" => read_bytes(tensor, 1)?.into_iter().map(f64::from).collect(),
         other => {
             return Err(ArchiveError::Conversion(format!(
@@ -192,7 +224,10 @@ fn values(value: &DynValue) -> Result<(Vec<u64>, Vec<f64>)> {
         ($t:ty) => {{
             let (shape, data) = value.try_extract_tensor::<$t>().map_err(unreadable)?;
             (
-                shape.iter().map(|&dim| dim.max(0) as u64).collect::<Vec<_>>(),
+                shape
+                    .iter()
+                    .map(|&dim| dim.max(0) as u64)
+                    .collect::<Vec<_>>(),
                 data.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
             )
         }};

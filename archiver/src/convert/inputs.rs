@@ -55,7 +55,10 @@ pub struct ExampleInputs {
 }
 
 /// Works out the example input from the overrides, else from the handler.
-pub fn example_inputs(handler: &HandlerConfig, overrides: &InputOverrides) -> Result<ExampleInputs> {
+pub fn example_inputs(
+    handler: &HandlerConfig,
+    overrides: &InputOverrides,
+) -> Result<ExampleInputs> {
     let output_names = overrides.output_names.as_deref().map(split_names);
     let detector = handler.handler == HandlerKind::ObjectDetector;
     let mut example = match &overrides.shapes {
@@ -195,7 +198,12 @@ fn parse_shape(text: &str) -> Result<Vec<u64>> {
     let text = text.trim().trim_start_matches('[').trim_end_matches(']');
     let dims = text
         .split([',', 'x'])
-        .map(|dim| dim.trim().parse::<u64>().ok().filter(|&d| (1..=1 << 20).contains(&d)))
+        .map(|dim| {
+            dim.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&d| (1..=1 << 20).contains(&d))
+        })
         .collect::<Option<Vec<_>>>();
     match dims {
         Some(dims) if !dims.is_empty() && dims.len() <= 8 && element_count(&dims) <= 1 << 28 => {

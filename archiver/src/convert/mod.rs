@@ -125,12 +125,21 @@ pub fn to_onnx(
     let job_path = write("job.json", &serde_json::to_vec(&job).unwrap_or_default())?;
     let report_path = work.path().join("report.json");
     let python = python::interpreter(options.python.as_deref());
-    python::run_script(&python, &script, &job_path, &report_path, options.verbose, &what)?;
+    python::run_script(
+        &python,
+        &script,
+        &job_path,
+        &report_path,
+        options.verbose,
+        &what,
+    )?;
     let report: Report = std::fs::read(&report_path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .ok_or_else(|| {
-            ArchiveError::Conversion(format!("the export script left no readable report for {what}"))
+            ArchiveError::Conversion(format!(
+                "the export script left no readable report for {what}"
+            ))
         })?;
     let graph = std::fs::read(&job.output).map_err(|error| {
         ArchiveError::io(format!("cannot read the graph exported from {what}"), error)

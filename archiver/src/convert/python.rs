@@ -90,13 +90,22 @@ pub fn run_script(
         .wait()
         .map_err(|error| ArchiveError::io(format!("cannot run {}", python.display()), error))?;
     if status.code() == Some(NO_TORCH_STATUS) {
-        return Err(no_torch(format!("{} cannot import torch", python.display())));
+        return Err(no_torch(format!(
+            "{} cannot import torch",
+            python.display()
+        )));
     }
     if status.success() {
         return Ok(());
     }
     let message = failure.unwrap_or_else(|| {
-        let tail: Vec<&str> = others.iter().rev().take(3).rev().map(String::as_str).collect();
+        let tail: Vec<&str> = others
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .map(String::as_str)
+            .collect();
         format!(
             "{} stopped ({status}) while converting {what}: {}",
             python.display(),
