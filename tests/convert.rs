@@ -6,6 +6,8 @@
 //! The torch-needing test looks for Python in OXSERVE_PYTHON, `.cache/venv/bin/python`, then
 //! `python3`, and is skipped with a printed reason when none has torch, torchvision and Pillow.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;

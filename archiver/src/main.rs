@@ -38,7 +38,7 @@ enum Command {
     /// Convert an archive made by torch-model-archiver (.mar, .tar.gz or folder) into an oxserve
     /// archive with the same model name and version: its model exported to ONNX and checked, its
     /// handler mapped to ours, its extra files and model-config.yaml kept.
-    Convert(ConvertCommand),
+    Convert(Box<ConvertCommand>),
 }
 
 #[derive(Args, Debug)]
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Inspect { archive }) => inspect(archive, cli.pack.ort_library),
-        Some(Command::Convert(command)) => run_convert(command),
+        Some(Command::Convert(command)) => run_convert(*command),
         None => run_pack(cli.pack),
     };
     match result {
