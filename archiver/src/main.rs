@@ -287,7 +287,10 @@ fn inspect(archive: PathBuf, ort_library: Option<PathBuf>) -> Result<(), String>
                 println!("  output {output}");
             }
         }
-        None => println!("graph signature: unknown (the serialized file is not ONNX)"),
+        None => println!(
+            "graph signature: unknown (the serialized file is not ONNX: `oxserve-archiver convert {}` exports it)",
+            archive.display()
+        ),
     }
     Ok(())
 }
