@@ -253,3 +253,44 @@ fn values(value: &DynValue) -> Result<(Vec<u64>, Vec<f64>)> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(dir: &std::path::Path, name: &str, shape: Vec<u64>, values: &[f32]) -> SavedTensor {
+        let file = dir.join(format!("{name}.bin"));
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&file, bytes).expect("write");
+        SavedTensor {
+            name: name.to_string(),
+            dtype: "float32".to_string(),
+            shape,
+            file,
+        }
+    }
+
+    /// tiny_mlp.onnx on zeros gives its second layer's bias run through the first: whatever it
+    /// is, a reference far from it is refused, and one of another shape too.
+    #[test]
+    fn outputs_beyond_the_tolerance_or_of_another_shape_are_refused() {
+        let loaded = crate::runtime::init(None).expect("ONNX Runtime");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let graph = std::fs::read(root.join("tests/fixtures/tiny_mlp.onnx")).expect("fixture");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = saved(dir.path(), "input", vec![2, 4], &[0.0; 8]);
+        let far = saved(dir.path(), "output", vec![2, 3], &[1000.0; 6]);
+        let error = compare(loaded.environment, &graph, &[input.clone()], &[far])
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            error.contains("disagree on output output") && error.contains("max abs diff"),
+            "{error}"
+        );
+        let wrong_shape = saved(dir.path(), "output", vec![2, 2], &[0.0; 4]);
+        let error = compare(loaded.environment, &graph, &[input], &[wrong_shape])
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("has shape [2, 3]"), "{error}");
+    }
+}
