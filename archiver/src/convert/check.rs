@@ -280,9 +280,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let input = saved(dir.path(), "input", vec![2, 4], &[0.0; 8]);
         let far = saved(dir.path(), "output", vec![2, 3], &[1000.0; 6]);
-        let error = compare(loaded.environment, &graph, &[input.clone()], &[far])
-            .expect_err("refused")
-            .to_string();
+        let error = compare(
+            loaded.environment,
+            &graph,
+            std::slice::from_ref(&input),
+            &[far],
+        )
+        .expect_err("refused")
+        .to_string();
         assert!(
             error.contains("disagree on output output") && error.contains("max abs diff"),
             "{error}"
