@@ -88,6 +88,25 @@ with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         archive.addfile(info, io.BytesIO(data))
 seed("archive", "digits.tar.gz", buffer.getvalue())
 
+# a torch-model-archiver archive for `oxserve-archiver convert`: state_dict, model file, custom
+# handler, requirements, a folder of extra files
+manifest = json.dumps({
+    "createdOn": "07/12/2026 12:00:00", "runtime": "python",
+    "model": {"modelName": "mnist", "serializedFile": "mnist_cnn.pt", "handler": "mnist_handler.py",
+              "modelFile": "mnist.py", "modelVersion": "1.0", "requirementsFile": "requirements.txt",
+              "configFile": "model-config.yaml"},
+    "archiverVersion": "0.12.0"}, indent=2)
+members = {"MAR-INF/MANIFEST.json": manifest, "mnist_cnn.pt": b"PK\x03\x04 not a state_dict",
+           "mnist.py": "class Net: pass\n",
+           "mnist_handler.py": "class MNISTDigitClassifier(ImageClassifier): pass\n",
+           "requirements.txt": "torch\n", "model-config.yaml": "batchSize: 2\n",
+           "assets/index_to_name.json": '{"0": "zero"}', "helpers.py": "x = 1\n"}
+buffer = io.BytesIO()
+with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    for name, data in members.items():
+        archive.writestr(name, data)
+seed("archive", "torchserve-mnist.mar", buffer.getvalue())
+
 # JSON tensor requests
 seed("tensor_request", "nested.json", '{"x": [[1.0, 2.5, -3], [0, 0, 1e3]]}')
 seed("tensor_request", "bare-list.json", "[[1, 2, 3]]")

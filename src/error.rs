@@ -187,7 +187,8 @@ impl From<oxserve_archiver::ArchiveError> for ServeError {
             | A::UnsafeArchive(_)
             | A::MalformedArchive(_)
             | A::OutputExists(_)
-            | A::MissingInput { .. } => ServeError::BadRequest(error.to_string()),
+            | A::MissingInput { .. }
+            | A::Conversion(_) => ServeError::BadRequest(error.to_string()),
             A::Runtime(_) | A::Io { .. } => ServeError::Internal(error.to_string()),
         }
     }

@@ -42,11 +42,15 @@ pub fn handler_config(data: &[u8]) {
 }
 
 /// A model archive: unpacked (zip or tgz, by its magic bytes) and its metadata read, with the
-/// server's default limits.
+/// server's default limits; then, as `oxserve-archiver convert` reads a TorchServe archive, its
+/// handler mapped and its files sorted into kept and not carried.
 pub fn archive(data: &[u8]) {
     with_temp_file("model.mar", data, |path| {
         if let Some(dir) = path.parent() {
-            let _ = unpack::extract(path, &dir.join("unpacked"), &Limits::default());
+            if let Ok(extracted) = unpack::extract(path, &dir.join("unpacked"), &Limits::default())
+            {
+                let _ = oxserve_archiver::torchserve::plan(&extracted, None);
+            }
         }
     });
 }

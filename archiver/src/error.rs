@@ -42,6 +42,10 @@ pub enum ArchiveError {
     #[error("{0}")]
     Runtime(String),
 
+    /// Converting a PyTorch model to ONNX failed, or no Python with torch could be found.
+    #[error("{0}")]
+    Conversion(String),
+
     /// Any other I/O failure, with the path it concerned.
     #[error("{context}: {source}")]
     Io {

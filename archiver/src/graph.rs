@@ -101,8 +101,16 @@ pub fn dtype_name(ty: ort::value::TensorElementType) -> &'static str {
 fn not_onnx_hint(bytes: &[u8]) -> Option<&'static str> {
     if bytes.is_empty() {
         Some("the file is empty")
-    } else if bytes.starts_with(b"PK\x03\x04") {
-        Some("it is a zip archive, as TorchScript `.pt` files are")
+    } else {
+        pytorch_file_kind(bytes)
+    }
+}
+
+/// Says which PyTorch file this is, when it is one: a zip (TorchScript `.pt`, or `torch.save`'s
+/// format since PyTorch 1.6) or a legacy pickle. `None` for anything else, ONNX included.
+pub fn pytorch_file_kind(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        Some("it is a zip archive, as TorchScript `.pt` files and torch.save's state_dicts are")
     } else if bytes.first() == Some(&0x80) {
         Some("it looks like a pickled PyTorch model")
     } else {

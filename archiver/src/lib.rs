@@ -9,10 +9,13 @@
 //! - [`model_config`]: TorchServe's `model-config.yaml`, typed and validated.
 //! - [`runtime`]: finding and loading `libonnxruntime.so` (flag, env, project folder, exe, Python).
 //! - [`graph`]: opening an ONNX graph with ONNX Runtime to validate it and read its signature.
+//! - [`convert`]: PyTorch models (eager or TorchScript) to checked ONNX graphs, in the user's Python.
+//! - [`torchserve`]: reading an archive made by torch-model-archiver for `oxserve-archiver convert`.
 //! - [`pack`]: writing an archive (default zip, zip-store, tgz, no-archive) atomically.
 //! - [`unpack`]: reading an untrusted archive safely (no path escapes, zip-bomb caps).
 //! - [`error`]: the crate's error type.
 
+pub mod convert;
 pub mod error;
 pub mod graph;
 pub mod handler_config;
@@ -21,6 +24,7 @@ pub mod model_config;
 pub mod pack;
 pub mod runtime;
 pub mod signature;
+pub mod torchserve;
 pub mod unpack;
 
 pub use error::{ArchiveError, Result};

@@ -56,6 +56,27 @@ pub struct OxserveSection {
     pub handler_config: String,
     /// Inputs and outputs of the serialized ONNX graph, read with ONNX Runtime at packing time.
     pub signature: Signature,
+    /// How the graph was made from a PyTorch model, when the archiver converted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<Conversion>,
+}
+
+/// A record of the archiver's PyTorch-to-ONNX conversion and of the check that accepted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Conversion {
+    /// The file converted (the `.pth` state_dict or TorchScript `.pt`).
+    pub source_file: String,
+    /// `eager` (model file + state_dict) or `torchscript`.
+    pub source_kind: String,
+    /// `torchscript` (TorchScript-based `torch.onnx.export`) or `dynamo`.
+    pub exporter: String,
+    pub opset: u32,
+    pub torch_version: String,
+    /// Largest absolute difference between ONNX Runtime's and PyTorch's outputs on the check input.
+    pub max_abs_diff: f64,
+    /// Largest relative difference (|diff| / |PyTorch's value|, over non-zero values).
+    pub max_rel_diff: f64,
 }
 
 /// TorchServe's runtime types (`frontend/archive/.../Manifest.java`).

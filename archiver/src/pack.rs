@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::convert::{self, ConvertOptions};
 use crate::error::{ArchiveError, Result};
 use crate::handler_config::{HandlerConfig, BUILTIN_HANDLERS};
 use crate::manifest::{
@@ -73,6 +74,11 @@ pub struct PackRequest {
     pub config_file: Option<PathBuf>,
     /// Explicit ONNX Runtime library, if the user named one.
     pub ort_library: Option<PathBuf>,
+    /// How to convert a serialized file that is a PyTorch model rather than ONNX.
+    pub convert: ConvertOptions,
+    /// Files stored under the given archive paths as they are (what `convert` keeps of an old
+    /// archive: extra files with their folders, in place).
+    pub carried_files: Vec<(String, PathBuf)>,
 }
 
 /// What a successful pack produced.
@@ -82,6 +88,8 @@ pub struct PackOutcome {
     pub manifest: Manifest,
     /// Things the user should know that did not stop packing (e.g. a carried requirements file).
     pub warnings: Vec<String>,
+    /// What a conversion did and how well its check agreed; empty when the graph was ONNX.
+    pub notes: Vec<String>,
 }
 
 /// One file to put in the archive.
@@ -120,10 +128,24 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
             "--serialized-file is required: oxserve serves ONNX graphs (export one with torch.onnx.export)".to_string(),
         )
     })?;
-    let graph_bytes = read_input(serialized)?;
-    let graph_name = file_name(serialized)?;
+    let source_bytes = read_input(serialized)?;
     let (handler, handler_file) = resolve_handler(&request.handler)?;
     let loaded = runtime::init(request.ort_library.as_deref())?;
+    let mut notes = Vec::new();
+    let (graph_name, graph_bytes, conversion) = if convert::needs_conversion(&source_bytes) {
+        drop(source_bytes);
+        let converted = convert::to_onnx(
+            loaded.environment,
+            serialized,
+            request.model_file.as_deref(),
+            &handler,
+            &request.convert,
+        )?;
+        notes = converted.summary;
+        (converted.file_name, converted.graph, Some(converted.record))
+    } else {
+        (file_name(serialized)?, source_bytes, None)
+    };
     let signature = graph::read_signature(loaded.environment, &graph_name, &graph_bytes)?;
     handler.check_signature(&signature).map_err(|reason| {
         ArchiveError::InvalidHandler(format!(
@@ -136,7 +158,9 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
         contents: EntrySource::Bytes(graph_bytes),
     });
 
-    if let Some(model_file) = &request.model_file {
+    // A converted model's file was consumed by the conversion; an ONNX graph's is only carried.
+    let carried_model_file = request.model_file.as_ref().filter(|_| conversion.is_none());
+    if let Some(model_file) = carried_model_file {
         warnings.push(format!(
             "{} is carried but not executed: oxserve runs the ONNX graph, not Python model code",
             model_file.display()
@@ -176,6 +200,12 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
     for item in &request.extra_files {
         entries.extend(expand_extra_file(item)?);
     }
+    for (archive_path, path) in &request.carried_files {
+        entries.push(Entry {
+            archive_path: archive_path.clone(),
+            contents: EntrySource::File(path.clone()),
+        });
+    }
 
     let manifest = Manifest {
         created_on: manifest::created_on_now(),
@@ -188,11 +218,7 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
                 Some(path) => file_name(path)?,
                 None => request.handler.clone(),
             },
-            model_file: request
-                .model_file
-                .as_ref()
-                .map(|path| file_name(path))
-                .transpose()?,
+            model_file: carried_model_file.map(|path| file_name(path)).transpose()?,
             model_version: request.version.clone(),
             requirements_file,
             config_file,
@@ -202,6 +228,7 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
             format_version: FORMAT_VERSION,
             handler_config: HANDLER_CONFIG_PATH.to_string(),
             signature,
+            conversion,
         }),
     };
     entries.push(Entry {
@@ -229,6 +256,7 @@ pub fn pack(request: &PackRequest) -> Result<PackOutcome> {
         path: target,
         manifest,
         warnings,
+        notes,
     })
 }
 

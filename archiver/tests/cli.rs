@@ -649,10 +649,9 @@ fn png_as_serialized_file_is_refused() {
     );
 }
 
-#[test]
-fn torchscript_zip_is_refused_with_export_advice() {
+/// A TorchScript `.pt` is a zip archive; so is a state_dict saved by torch.save.
+fn torchscript_scene() -> tempfile::TempDir {
     let tmp = scene();
-    // A TorchScript .pt is a zip archive.
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     writer
         .start_file("model/data.pkl", zip::write::SimpleFileOptions::default())
@@ -663,11 +662,46 @@ fn torchscript_zip_is_refused_with_export_advice() {
         writer.finish().unwrap().into_inner(),
     )
     .unwrap();
+    tmp
+}
+
+#[test]
+fn pytorch_model_without_torch_is_refused_with_one_line_naming_what_to_install() {
+    let tmp = torchscript_scene();
+    let missing = tmp.path().join("no-such-python");
+    let mut args = tiny_mlp_args(&["--input-shape", "1,4", "--python"]);
+    args[5] = "model.pt";
+    args.push(missing.to_str().unwrap());
+    let error = refused_args(tmp.path(), &args);
+    assert!(
+        error.contains("needs PyTorch")
+            && error.contains("pip install torch")
+            && error.contains("model.pt"),
+        "{error}"
+    );
+    // OXSERVE_PYTHON names the Python when --python does not.
+    let mut args = tiny_mlp_args(&["--input-shape", "1,4"]);
+    args[5] = "model.pt";
+    let error = refused(
+        tmp.path(),
+        archiver(tmp.path())
+            .args(&args)
+            .env("OXSERVE_PYTHON", &missing),
+    );
+    assert!(
+        error.contains("needs PyTorch") && error.contains("no-such-python"),
+        "{error}"
+    );
+}
+
+#[test]
+fn pytorch_model_for_the_tensor_handler_needs_its_input_shape() {
+    let tmp = torchscript_scene();
     let mut args = tiny_mlp_args(&[]);
     args[5] = "model.pt";
     let error = refused_args(tmp.path(), &args);
     assert!(
-        error.contains("torch.onnx.export") && error.contains("model.pt"),
+        error.contains("--input-shape") && error.contains("tensor"),
         "{error}"
     );
 }
@@ -1058,4 +1092,134 @@ fn yaml_handler_config_is_accepted() {
         HandlerConfig::parse("mnist_handler.json", &json, false).unwrap()
     );
     assert_eq!(resolved.handler, HandlerKind::ImageClassifier);
+}
+
+// ---------------------------------------------------------------- convert
+
+/// Writes an archive in torch-model-archiver's layout (files at the root, a manifest without an
+/// `oxserve` section) holding `members` plus the manifest made of `model`.
+fn torchserve_mar(path: &Path, model: Value, members: &[(&str, &[u8])]) {
+    let manifest = serde_json::json!({
+        "createdOn": "07/12/2026 12:00:00", "runtime": "python", "model": model,
+        "archiverVersion": "0.12.0"
+    });
+    let mut zip = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("MAR-INF/MANIFEST.json", options).unwrap();
+    zip.write_all(manifest.to_string().as_bytes()).unwrap();
+    for (name, bytes) in members {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+#[test]
+fn convert_keeps_name_version_extra_files_and_config_and_says_what_it_drops() {
+    let tmp = scene();
+    let graph = fs::read(fixture("tiny_mlp.onnx")).unwrap();
+    torchserve_mar(
+        &tmp.path().join("old.mar"),
+        serde_json::json!({"modelName": "mlp", "serializedFile": "tiny_mlp.onnx",
+            "handler": "base_handler", "modelVersion": "2.1",
+            "requirementsFile": "requirements.txt", "configFile": "model-config.yaml"}),
+        &[
+            ("tiny_mlp.onnx", &graph),
+            ("requirements.txt", b"numpy\n"),
+            ("model-config.yaml", b"batchSize: 4\nmaxBatchDelay: 10\n"),
+            ("assets/vocab.txt", b"a\nb\n"),
+            ("index_to_name.json", INDEX_TO_NAME.as_bytes()),
+            ("helpers.py", b"X = 1\n"),
+        ],
+    );
+    let stderr = run_ok(
+        tmp.path(),
+        &["convert", "old.mar", "--export-path", "model_store"],
+    );
+    assert!(
+        stderr.contains("not carried: requirements.txt")
+            && stderr.contains("not carried: helpers.py"),
+        "{stderr}"
+    );
+    let archive = tmp.path().join("model_store/mlp.mar");
+    assert_eq!(
+        zip_names(&archive),
+        sorted(&[
+            "MAR-INF/MANIFEST.json",
+            "MAR-INF/handler.json",
+            "assets/vocab.txt",
+            "index_to_name.json",
+            "model-config.yaml",
+            "tiny_mlp.onnx",
+        ])
+    );
+    let manifest = zip_manifest(&archive);
+    assert_eq!(manifest["model"]["modelName"], "mlp");
+    assert_eq!(manifest["model"]["modelVersion"], "2.1");
+    assert_eq!(manifest["model"]["handler"], "base_handler");
+    assert_eq!(manifest["model"]["configFile"], "model-config.yaml");
+    assert!(manifest["oxserve"]["signature"].is_object(), "{manifest}");
+    assert_eq!(
+        zip_read(&archive, "assets/vocab.txt"),
+        b"a\nb\n",
+        "extra files keep their folders"
+    );
+    // The new archive is an oxserve archive: converting it again is refused.
+    fs::rename(&archive, tmp.path().join("mlp.mar")).unwrap();
+    let error = refused_args(
+        tmp.path(),
+        &["convert", "mlp.mar", "--export-path", "model_store"],
+    );
+    assert!(error.contains("already an oxserve archive"), "{error}");
+}
+
+#[test]
+fn convert_refuses_a_custom_python_handler_with_what_to_use_instead() {
+    let tmp = scene();
+    torchserve_mar(
+        &tmp.path().join("mnist.mar"),
+        serde_json::json!({"modelName": "mnist", "serializedFile": "mnist_cnn.pt",
+            "handler": "mnist_handler.py", "modelFile": "mnist.py", "modelVersion": "1.0"}),
+        &[
+            ("mnist_cnn.pt", b"PK\x03\x04 a state_dict"),
+            ("mnist.py", b"class Net: pass\n"),
+            (
+                "mnist_handler.py",
+                b"from ts.torch_handler.image_classifier import ImageClassifier\nclass MNISTDigitClassifier(ImageClassifier):\n    pass\n",
+            ),
+        ],
+    );
+    let error = refused_args(
+        tmp.path(),
+        &["convert", "mnist.mar", "--export-path", "model_store"],
+    );
+    assert!(
+        error.contains("mnist_handler.py is custom Python code")
+            && error.contains("--handler image_classifier")
+            && error.contains("--handler my_handler.json"),
+        "{error}"
+    );
+    // With --handler, the conversion goes ahead: here it stops at the missing torch, having
+    // said that the Python handler is not carried.
+    let missing = tmp.path().join("no-such-python");
+    let output = run(
+        tmp.path(),
+        &[
+            "convert",
+            "mnist.mar",
+            "--handler",
+            "image_classifier",
+            "--export-path",
+            "model_store",
+            "--python",
+            missing.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not carried: mnist_handler.py") && stderr.contains("needs PyTorch"),
+        "{stderr}"
+    );
+    assert_eq!(list(&tmp.path().join("model_store")), Vec::<String>::new());
 }

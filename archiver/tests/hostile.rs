@@ -767,6 +767,8 @@ fn pack_tiny_mlp(export: &Path, format: ArchiveFormat) -> oxserve_archiver::pack
         requirements_file: None,
         config_file: None,
         ort_library: None,
+        convert: Default::default(),
+        carried_files: Vec::new(),
     })
     .unwrap()
 }

@@ -125,6 +125,8 @@ impl Model {
             requirements_file: None,
             config_file: Some(config_file),
             ort_library: None,
+            convert: Default::default(),
+            carried_files: Vec::new(),
         })
         .with_context(|| format!("packing {archive_name}"))?;
         let target = store.join(format!("{archive_name}.mar"));

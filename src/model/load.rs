@@ -55,9 +55,8 @@ impl ModelVersion {
             .unwrap_or_else(|| manifest.model.model_name.clone());
         oxserve_archiver::manifest::validate_model_name(&name)?;
         let section = manifest.oxserve.as_ref().ok_or_else(|| {
-            ServeError::BadRequest(format!(
-                "{} was made by torch-model-archiver for a Python handler; oxserve serves ONNX graphs: re-archive it with oxserve-archiver",
-                request.url
+            ServeError::BadRequest(oxserve_archiver::torchserve::needs_conversion_message(
+                &request.url,
             ))
         })?;
         let mut handler_config = archive

@@ -93,6 +93,8 @@ pub fn pack_into(store: &Path, spec: &ArchiveSpec) -> PathBuf {
         requirements_file: None,
         config_file,
         ort_library: None,
+        convert: Default::default(),
+        carried_files: Vec::new(),
     })
     .unwrap();
     let target = store.join(
