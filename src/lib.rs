@@ -50,6 +50,7 @@ pub mod logging;
 pub mod manage;
 pub mod metrics;
 pub mod model;
+pub mod openinference;
 pub mod prepare;
 pub mod properties;
 pub mod registry;
