@@ -186,8 +186,10 @@ async fn metadata_health_and_error_answers() {
     }
     let response = client.post(&url).body("{").send().await.unwrap();
     assert_eq!(response.status(), 400);
-    let response = client.get(&url).send().await.unwrap();
-    assert_eq!(response.status(), 405);
+    let (status, answer) = get(&client, &url).await;
+    assert_eq!(status, 405);
+    assert_eq!(answer["type"], "MethodNotAllowedException");
+    assert!(answer["error"].is_string(), "{answer}");
     server.stop().await;
 }
 

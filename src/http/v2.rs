@@ -12,7 +12,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
-use super::{declared_length, method_not_allowed, read_body, BodyLimits, RequestId, State};
+use super::{declared_length, read_body, BodyLimits, RequestId, State};
 use crate::error::ServeError;
 use crate::openinference;
 
@@ -84,6 +84,11 @@ where
     web::resource(path)
         .post(handler)
         .default_service(web::to(method_not_allowed))
+}
+
+/// TorchServe's 405, in the v2 error form.
+async fn method_not_allowed() -> V2Result {
+    Err(ServeError::MethodNotAllowed.into())
 }
 
 /// The model and optional version named by the path.
