@@ -17,7 +17,7 @@ use crate::error::ServeError;
 use crate::tensor::{HostTensor, TensorValues};
 
 /// Largest tensor one request may describe, in elements (keeps a hostile shape from allocating).
-const MAX_ELEMENTS: usize = 64 << 20;
+pub(crate) const MAX_ELEMENTS: usize = 64 << 20;
 
 /// Parses a request body into graph inputs, checked against the signature.
 pub fn parse_request(body: &[u8], signature: &Signature) -> Result<Prepared, ServeError> {

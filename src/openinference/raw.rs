@@ -14,7 +14,7 @@ use crate::tensor::TensorValues;
 pub fn decode(datatype: Datatype, mut bytes: Bytes, input: &str) -> Result<TensorData, ServeError> {
     let bad = |message: String| ServeError::BadRequest(format!("input {input:?}: {message}"));
     let size = element_size(datatype);
-    if datatype != Datatype::Bytes && bytes.len() % size != 0 {
+    if datatype != Datatype::Bytes && !bytes.len().is_multiple_of(size) {
         return Err(bad(format!(
             "{} bytes of raw data are not a whole number of {} elements",
             bytes.len(),

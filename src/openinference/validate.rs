@@ -17,8 +17,9 @@ use crate::tensor::HostTensor;
 /// Most dimensions a request tensor may declare.
 pub const MAX_RANK: usize = 16;
 
-/// Most elements a request tensor may declare (checked before anything is sized by the shape).
-pub const MAX_ELEMENTS: usize = 64 << 20;
+/// Most elements a request tensor may declare (checked before anything is sized by the shape):
+/// the tensor handler's cap.
+pub const MAX_ELEMENTS: usize = crate::handler::tensor::MAX_ELEMENTS;
 
 /// What a request becomes: the model's items and, per item, the request input it came from.
 #[derive(Debug)]
@@ -200,7 +201,7 @@ fn check_shape(
             shape.len()
         )));
     }
-    if for_handler && shape.iter().any(|&dim| dim == -1) {
+    if for_handler && shape.contains(&-1) {
         return Ok(Vec::new());
     }
     let dims: Vec<usize> = shape
