@@ -114,6 +114,18 @@ seed("tensor_request", "shape-data.json",
      '{"inputs": {"ids": {"shape": [1, 3], "data": [1, 2, 3]}, "mask": [[true, false, 1]], '
      '"pixels": [[0, 255], [7, 8]]}}')
 
+# KServe v2 infer bodies: first line the Inference-Header-Content-Length (empty: none), then the body
+seed("v2_request", "json.txt", "\n" + json.dumps({"id": "1", "inputs": [
+    {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [[1.0, 2.5, -3], [0, 0, 1e3]]}],
+    "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}))
+v2_header = json.dumps({"inputs": [
+    {"name": "ids", "datatype": "INT64", "shape": [1, 2], "parameters": {"binary_data_size": 16}},
+    {"name": "mask", "datatype": "BOOL", "shape": [1, 2], "data": [True, False]},
+    {"name": "pixels", "datatype": "UINT8", "shape": [2, 2], "parameters": {"binary_data_size": 4}}],
+    "parameters": {"binary_data_output": True}})
+seed("v2_request", "binary.txt", (f"{len(v2_header)}\n{v2_header}").encode()
+     + (7).to_bytes(8, "little") + (9).to_bytes(8, "little") + bytes([0, 255, 7, 8]))
+
 # inference bodies: first line the Content-Type, then the body
 multipart = ("--XyZ\r\nContent-Disposition: form-data; name=\"data\"; filename=\"a.json\"\r\n"
              "Content-Type: application/json\r\n\r\n{\"x\": [[1, 2, 3]]}\r\n"

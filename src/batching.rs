@@ -10,6 +10,7 @@
 //! back for jobs that may or may not come: under load, requests queue up while workers are busy,
 //! so batches form by themselves, and a lone request is answered at once.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,9 +21,18 @@ use tokio::sync::oneshot;
 use crate::backend::CancelToken;
 use crate::error::ServeError;
 use crate::prepare::Payload;
+use crate::tensor::HostTensor;
 
 /// One answer per request item, or one error for the whole request.
-pub type JobResult = Result<Vec<serde_json::Value>, ServeError>;
+pub type JobResult = Result<Vec<Answer>, ServeError>;
+
+/// One item's answer: the handler's JSON, or (for an item sent as tensors) this item's rows of
+/// every graph output, by output name.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Json(serde_json::Value),
+    Tensors(BTreeMap<String, HostTensor>),
+}
 
 /// What the request side and the worker share about one job: the request side can cancel the
 /// ONNX Runtime run its job is part of (response timeout) and learn how long the job queued.

@@ -100,6 +100,15 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// The KServe v2 error body: the protocol's `{"error": message}`, which KServe and Triton
+/// clients read, beside TorchServe's fields, which its own v2 endpoint sends.
+#[derive(Debug, Serialize)]
+pub struct V2ErrorBody {
+    pub error: String,
+    #[serde(flatten)]
+    pub torchserve: ErrorBody,
+}
+
 impl ServeError {
     /// The HTTP status TorchServe answers with (`HttpRequestHandler`, `RestJob`, `service.py`).
     pub fn status(&self) -> u16 {
@@ -172,6 +181,17 @@ impl ServeError {
             code: self.status(),
             kind: self.kind(),
             message,
+        }
+    }
+}
+
+impl ServeError {
+    /// The body of a KServe v2 error answer (same status as [`Self::status`]).
+    pub fn v2_body(&self) -> V2ErrorBody {
+        let torchserve = self.body();
+        V2ErrorBody {
+            error: torchserve.message.clone(),
+            torchserve,
         }
     }
 }

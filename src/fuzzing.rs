@@ -74,6 +74,42 @@ pub fn multipart(data: &[u8]) {
     let _ = crate::http::inference::request_items(body, content_type, 8);
 }
 
+/// A KServe v2 infer body: the first line is the `Inference-Header-Content-Length` value (empty:
+/// none), the rest the body (JSON, then binary data). Decoded as the REST API does, then checked
+/// against the tensor handlers' graphs, and the answer encoded back with its outputs as binary.
+pub fn v2_request(data: &[u8]) {
+    let (head, body) = match data.iter().position(|&byte| byte == b'\n') {
+        Some(end) => (&data[..end], &data[end + 1..]),
+        None => (data, &[][..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    let header = Some(head.trim()).filter(|value| !value.is_empty());
+    let Ok(decoded) = crate::http::v2::codec::decode(Bytes::copy_from_slice(body), header) else {
+        return;
+    };
+    for handler in tensor_handlers() {
+        let _ = crate::openinference::validate::items(decoded.request.clone(), handler.signature());
+    }
+    let echo = crate::openinference::InferResponse {
+        model_name: "m".into(),
+        model_version: "1".into(),
+        id: decoded.request.id.clone().unwrap_or_default(),
+        outputs: decoded
+            .request
+            .inputs
+            .iter()
+            .map(|input| crate::openinference::OutputTensor {
+                name: input.name.clone(),
+                datatype: input.datatype,
+                shape: input.shape.clone(),
+                data: input.data.clone(),
+            })
+            .collect(),
+        queue_wait: std::time::Duration::ZERO,
+    };
+    let _ = crate::http::v2::codec::encode(&echo, &decoded.request.outputs, true);
+}
+
 /// An image request item, pre-processed by each built-in vision handler's settings.
 pub fn image(data: &[u8]) {
     for handler in image_handlers() {
@@ -239,6 +275,18 @@ mod tests {
             let accepted = tensor_handlers()
                 .iter()
                 .any(|handler| handler.preprocess(&item(&seed)).is_ok());
+            assert!(accepted, "{}", String::from_utf8_lossy(&seed));
+        }
+        for seed in seeds("v2_request") {
+            let mut lines = seed.splitn(2, |&byte| byte == b'\n');
+            let head = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+            let header = Some(head.trim()).filter(|value| !value.is_empty());
+            let body = Bytes::copy_from_slice(lines.next().unwrap_or_default());
+            let decoded = crate::http::v2::codec::decode(body, header).expect("a v2 seed");
+            let accepted = tensor_handlers().iter().any(|handler| {
+                crate::openinference::validate::items(decoded.request.clone(), handler.signature())
+                    .is_ok()
+            });
             assert!(accepted, "{}", String::from_utf8_lossy(&seed));
         }
         for seed in seeds("multipart") {

@@ -3,9 +3,12 @@
 //! # Layout
 //! The request path, in order:
 //! - [`http`]: the three listeners (inference 8080, management 8081, metrics 8082): decode,
-//!   call the model, encode, map errors.
+//!   call the model, encode, map errors; `http::v2` is the KServe v2 REST API (JSON and the
+//!   binary-data extension).
+//! - [`openinference`]: the KServe v2 / Open Inference Protocol without its transports: request
+//!   and response types, checks against the graph signature, infer, metadata, readiness.
 //! - [`registry`]: models by name → versions → default; lookups only.
-//! - [`model`]: a loaded model version and `infer()`; [`model`]'s `load` unpacks an archive,
+//! - [`model`]: a loaded model version and `call()`, the one entry every transport ends in; [`model`]'s `load` unpacks an archive,
 //!   merges its settings and builds its handler, its `pool` starts, scales and stops workers.
 //! - [`prepare`]: large items (photos) pre-processed on the blocking pool before queueing.
 //! - [`batching`]: the bounded per-model queue and the batch policy.
@@ -50,6 +53,7 @@ pub mod logging;
 pub mod manage;
 pub mod metrics;
 pub mod model;
+pub mod openinference;
 pub mod prepare;
 pub mod properties;
 pub mod registry;

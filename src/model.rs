@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use oxserve_archiver::unpack::ExtractedArchive;
 use tokio::sync::oneshot;
 
-use crate::batching::{Job, JobQueue, RunHandle};
+use crate::batching::{Answer, Job, JobQueue, RunHandle};
 use crate::error::ServeError;
-use crate::handler::{Handler, RequestItem};
+use crate::handler::{Handler, ItemInput, RequestItem};
 pub use crate::metrics::ModelStats;
 use crate::prepare::Payload;
 
@@ -31,8 +31,8 @@ pub use threads::plan_threads;
 
 /// A request's answers, and how long it waited for a worker.
 #[derive(Debug)]
-pub struct Inferred {
-    pub answers: Vec<serde_json::Value>,
+pub struct Inferred<A = serde_json::Value> {
+    pub answers: Vec<A>,
     pub queue_wait: Duration,
 }
 
@@ -73,6 +73,31 @@ impl ModelVersion {
         items: Vec<RequestItem>,
         request_id: Option<String>,
     ) -> Result<Inferred, ServeError> {
+        let items = items.into_iter().map(ItemInput::Bytes).collect();
+        let inferred = self.call(items, request_id).await?;
+        let answers = inferred
+            .answers
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Json(value) => Ok(value),
+                Answer::Tensors(_) => Err(ServeError::Internal(
+                    "a handler item was answered with raw tensors".into(),
+                )),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Inferred {
+            answers,
+            queue_wait: inferred.queue_wait,
+        })
+    }
+
+    /// The one entry every transport ends in: queues a request's items (bytes for the handler
+    /// or checked tensors) and waits for one answer per item.
+    pub async fn call(
+        &self,
+        items: Vec<ItemInput>,
+        request_id: Option<String>,
+    ) -> Result<Inferred<Answer>, ServeError> {
         if self.live_workers() == 0 {
             return Err(ServeError::NoWorker(self.name.clone()));
         }
@@ -84,7 +109,7 @@ impl ModelVersion {
                 crate::prepare::ahead(&self.handler, items, &self.stats.preprocess).await?;
             (items, spent, Some(place))
         } else {
-            let items = items.into_iter().map(Payload::Raw).collect();
+            let items = items.into_iter().map(Payload::from).collect();
             (items, Duration::ZERO, None)
         };
         let (reply, answer) = oneshot::channel();
@@ -124,6 +149,11 @@ impl ModelVersion {
                 })
             }
         }
+    }
+
+    /// The model's handler (what it takes, its graph's signature).
+    pub fn handler(&self) -> &Handler {
+        &self.handler
     }
 
     /// The worker range the scale API last set: (min, max).

@@ -11,21 +11,35 @@ use ::metrics::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::error::ServeError;
-use crate::handler::{Handler, Prepared, RequestItem};
+use crate::handler::{Handler, ItemInput, Prepared, RequestItem};
 
 /// Items at least this large are pre-processed ahead of the worker.
 pub const AHEAD_BYTES: usize = 16 * 1024;
 
-/// A queued item: as received, or already turned into graph inputs.
+/// A queued item: as received, already turned into graph inputs by the handler, or graph inputs
+/// the request sent as tensors (answered with the raw output tensors, no post-processing).
 #[derive(Debug)]
 pub enum Payload {
     Raw(RequestItem),
     Ready(Prepared),
+    Tensors(Prepared),
+}
+
+impl From<ItemInput> for Payload {
+    fn from(item: ItemInput) -> Self {
+        match item {
+            ItemInput::Bytes(item) => Payload::Raw(item),
+            ItemInput::Tensors(prepared) => Payload::Tensors(prepared),
+        }
+    }
 }
 
 /// Whether any of the request's items is pre-processed ahead.
-pub fn goes_ahead(items: &[RequestItem]) -> bool {
-    items.iter().any(|item| item.bytes.len() >= AHEAD_BYTES)
+pub fn goes_ahead(items: &[ItemInput]) -> bool {
+    items.iter().any(|item| match item {
+        ItemInput::Bytes(item) => item.bytes.len() >= AHEAD_BYTES,
+        ItemInput::Tensors(_) => false,
+    })
 }
 
 /// Pre-processes the request's large items on the blocking pool (call it when [`goes_ahead`]);
@@ -33,16 +47,19 @@ pub fn goes_ahead(items: &[RequestItem]) -> bool {
 /// payloads and the pre-processing time spent here.
 pub async fn ahead(
     handler: &Arc<Handler>,
-    items: Vec<RequestItem>,
+    items: Vec<ItemInput>,
     histogram: &Histogram,
 ) -> Result<(Vec<Payload>, Duration), ServeError> {
     let mut payloads = Vec::with_capacity(items.len());
     let mut spent = Duration::ZERO;
     for item in items {
-        if item.bytes.len() < AHEAD_BYTES {
-            payloads.push(Payload::Raw(item));
-            continue;
-        }
+        let item: RequestItem = match item {
+            ItemInput::Bytes(item) if item.bytes.len() >= AHEAD_BYTES => item,
+            small_or_tensors => {
+                payloads.push(small_or_tensors.into());
+                continue;
+            }
+        };
         let _permit = permits()
             .acquire()
             .await

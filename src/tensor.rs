@@ -9,6 +9,7 @@ use crate::error::ServeError;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorValues {
     F32(Vec<f32>),
+    F16(Vec<half::f16>),
     F64(Vec<f64>),
     I64(Vec<i64>),
     I32(Vec<i32>),
@@ -28,6 +29,7 @@ macro_rules! each_variant {
     ($values:expr, $data:ident => $body:expr) => {
         match $values {
             TensorValues::F32($data) => $body,
+            TensorValues::F16($data) => $body,
             TensorValues::F64($data) => $body,
             TensorValues::I64($data) => $body,
             TensorValues::I32($data) => $body,
@@ -51,6 +53,7 @@ impl TensorValues {
     pub fn dtype(&self) -> &'static str {
         match self {
             TensorValues::F32(_) => "float32",
+            TensorValues::F16(_) => "float16",
             TensorValues::F64(_) => "float64",
             TensorValues::I64(_) => "int64",
             TensorValues::I32(_) => "int32",
@@ -64,6 +67,7 @@ impl TensorValues {
     fn empty_like(&self, capacity: usize) -> TensorValues {
         match self {
             TensorValues::F32(_) => TensorValues::F32(Vec::with_capacity(capacity)),
+            TensorValues::F16(_) => TensorValues::F16(Vec::with_capacity(capacity)),
             TensorValues::F64(_) => TensorValues::F64(Vec::with_capacity(capacity)),
             TensorValues::I64(_) => TensorValues::I64(Vec::with_capacity(capacity)),
             TensorValues::I32(_) => TensorValues::I32(Vec::with_capacity(capacity)),
@@ -77,6 +81,7 @@ impl TensorValues {
     fn extend_from(&mut self, other: &TensorValues) -> Result<(), ServeError> {
         match (self, other) {
             (TensorValues::F32(a), TensorValues::F32(b)) => a.extend_from_slice(b),
+            (TensorValues::F16(a), TensorValues::F16(b)) => a.extend_from_slice(b),
             (TensorValues::F64(a), TensorValues::F64(b)) => a.extend_from_slice(b),
             (TensorValues::I64(a), TensorValues::I64(b)) => a.extend_from_slice(b),
             (TensorValues::I32(a), TensorValues::I32(b)) => a.extend_from_slice(b),
@@ -98,6 +103,7 @@ impl TensorValues {
     fn slice(&self, start: usize, end: usize) -> TensorValues {
         match self {
             TensorValues::F32(data) => TensorValues::F32(data[start..end].to_vec()),
+            TensorValues::F16(data) => TensorValues::F16(data[start..end].to_vec()),
             TensorValues::F64(data) => TensorValues::F64(data[start..end].to_vec()),
             TensorValues::I64(data) => TensorValues::I64(data[start..end].to_vec()),
             TensorValues::I32(data) => TensorValues::I32(data[start..end].to_vec()),

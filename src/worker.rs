@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{CancelToken, PreparedGraph, Session, SessionSettings};
 use crate::batching::{
-    next_batch, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
+    next_batch, Answer, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
 };
 use crate::error::ServeError;
 use crate::handler::{Handler, Prepared, StackKey};
@@ -237,7 +237,7 @@ struct Replies {
 struct ReplyEntry {
     job: Job,
     reply: Option<oneshot::Sender<JobResult>>,
-    answers: Vec<Option<serde_json::Value>>,
+    answers: Vec<Option<Answer>>,
     error: Option<ServeError>,
 }
 
@@ -306,6 +306,8 @@ struct Slot {
     job: usize,
     item: usize,
     prepared: Prepared,
+    /// Sent as tensors: answered with its rows of the outputs, not post-processed.
+    raw: bool,
 }
 
 /// Runs one batch; adds the time spent in pre-processing, inference and post-processing to
@@ -327,38 +329,36 @@ fn process_batch(
         let _span = entry.job.span.enter();
         *handler_time += entry.job.preprocessed;
         for (item_index, item) in std::mem::take(&mut entry.job.items).into_iter().enumerate() {
-            let item = match item {
-                Payload::Ready(prepared) => {
-                    slots.push(Slot {
-                        job: job_index,
-                        item: item_index,
-                        prepared,
-                    });
-                    continue;
+            let (prepared, raw) = match item {
+                Payload::Ready(prepared) => (prepared, false),
+                Payload::Tensors(prepared) => (prepared, true),
+                Payload::Raw(item) => {
+                    let started = Instant::now();
+                    let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(&item)));
+                    let took = started.elapsed();
+                    stats.preprocess.record(took.as_secs_f64());
+                    *handler_time += took;
+                    match prepared {
+                        Ok(Ok(prepared)) => (prepared, false),
+                        Ok(Err(error)) => {
+                            entry.error.get_or_insert(error);
+                            continue;
+                        }
+                        Err(_) => {
+                            tracing::error!("pre-processing panicked");
+                            let error = ServeError::Internal("pre-processing panicked".into());
+                            entry.error.get_or_insert(error);
+                            continue;
+                        }
+                    }
                 }
-                Payload::Raw(item) => item,
             };
-            let started = Instant::now();
-            let prepared = catch_unwind(AssertUnwindSafe(|| handler.preprocess(&item)));
-            let took = started.elapsed();
-            stats.preprocess.record(took.as_secs_f64());
-            *handler_time += took;
-            match prepared {
-                Ok(Ok(prepared)) => slots.push(Slot {
-                    job: job_index,
-                    item: item_index,
-                    prepared,
-                }),
-                Ok(Err(error)) => {
-                    entry.error.get_or_insert(error);
-                }
-                Err(_) => {
-                    tracing::error!("pre-processing panicked");
-                    entry
-                        .error
-                        .get_or_insert(ServeError::Internal("pre-processing panicked".into()));
-                }
-            }
+            slots.push(Slot {
+                job: job_index,
+                item: item_index,
+                prepared,
+                raw,
+            });
         }
     }
     // A request with one bad item fails as a whole; its other items need not run.
@@ -379,6 +379,11 @@ fn process_batch(
             Ok(per_item) => {
                 stats.record_run(rows, took);
                 for (slot, outputs) in chunk.iter().zip(per_item) {
+                    if slot.raw {
+                        let answer = Answer::Tensors(outputs);
+                        replies.entries[slot.job].answers[slot.item] = Some(answer);
+                        continue;
+                    }
                     let started = Instant::now();
                     let answer = catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs)));
                     let took = started.elapsed();
@@ -386,7 +391,8 @@ fn process_batch(
                     *handler_time += took;
                     match answer {
                         Ok(Ok(answer)) => {
-                            replies.entries[slot.job].answers[slot.item] = Some(answer)
+                            replies.entries[slot.job].answers[slot.item] =
+                                Some(Answer::Json(answer))
                         }
                         Ok(Err(error)) => replies.fail(slot.job, error),
                         Err(_) => replies.fail(

@@ -37,6 +37,8 @@ pub struct Sweep<'a> {
     pub workers: Option<usize>,
     /// Also drive `GET /ping` at this concurrency on the same server: the HTTP floor.
     pub http_floor: Option<usize>,
+    /// Also send the ready tensor as KServe v2 raw-tensor requests at these concurrencies.
+    pub v2_concurrencies: &'a [usize],
 }
 
 /// The cases of one sweep, the bare runs that bracket them, and the HTTP floor when it was asked
@@ -89,6 +91,17 @@ pub fn run_sweep(
         limits.push(after);
         cases.push(case);
     }
+    for &concurrency in sweep.v2_concurrencies {
+        eprintln!("  oxserve {name} v2 raw tensor concurrency={concurrency} ...");
+        let mut case = run_case(runtime, &server, sweep, concurrency, Load::V2Tensor)?;
+        server.check_alive()?;
+        let after = limit("after")?;
+        if let Some(before) = limits.last() {
+            case.relate(before, &after, lone);
+        }
+        limits.push(after);
+        cases.push(case);
+    }
     let http_floor = match sweep.http_floor {
         Some(concurrency) => {
             eprintln!("  oxserve GET /ping concurrency={concurrency} (the HTTP floor) ...");
@@ -118,6 +131,8 @@ pub fn run_sweep(
 enum Load {
     /// The model's request body to `/predictions/{model}`.
     Predictions,
+    /// The ready tensor as a KServe v2 JSON request to `/v2/models/{model}/infer`.
+    V2Tensor,
     /// `GET /ping`: the cheapest request the server answers, so the cost of HTTP itself (keep-alive
     /// connection, parsing, routing, the access-log line, the answer) on this machine.
     Ping,
@@ -140,6 +155,10 @@ fn run_case(
         Load::Predictions => (
             format!("/predictions/{name}"),
             Some(sweep.model.body.clone()),
+        ),
+        Load::V2Tensor => (
+            format!("/v2/models/{name}/infer"),
+            Some(sweep.model.v2_body()),
         ),
         Load::Ping => ("/ping".into(), None),
     };
@@ -169,6 +188,7 @@ fn run_case(
     Ok(ServerCase {
         model: match load {
             Load::Predictions => name.clone(),
+            Load::V2Tensor => format!("{name} v2"),
             Load::Ping => "GET /ping".into(),
         },
         batch_size: sweep.batch_size,

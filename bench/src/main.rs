@@ -111,6 +111,14 @@ fn main() -> anyhow::Result<()> {
         (true, true) => vec![1, 16],
         (true, false) => vec![1, 4, 16, 64],
     };
+    // The digits model also as KServe v2 raw tensors: alone and saturated.
+    let v2_concurrencies: Vec<usize> = [concurrencies.iter().min(), concurrencies.iter().max()]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let binaries = binaries(&root, args.oxserve.clone())?;
     // The bare runs load the very library the server is given.
     oxserve::backend::init(Some(&binaries.ort_library)).map_err(anyhow::Error::msg)?;
@@ -181,6 +189,11 @@ fn main() -> anyhow::Result<()> {
                 http_floor: (model_index == 0 && batch_index == 0)
                     .then(|| concurrencies.iter().copied().max())
                     .flatten(),
+                v2_concurrencies: if model.name == "digits" {
+                    &v2_concurrencies
+                } else {
+                    &[]
+                },
             };
             let bracket = timing.duration.min(BRACKET);
             let mut limit = |phase| bare_run(phase, sessions, bracket);

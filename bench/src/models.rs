@@ -33,6 +33,8 @@ pub struct Model {
     /// One item after pre-processing, `[C, H, W]`.
     pub item: Vec<f32>,
     pub item_shape: Vec<usize>,
+    /// The graph's input (both graphs name it `input`), for v2 raw-tensor requests.
+    pub input_name: String,
 }
 
 impl Model {
@@ -90,7 +92,18 @@ impl Model {
             body: Bytes::from(body),
             item,
             item_shape: vec![pixels.channels, height as usize, width as usize],
+            input_name: "input".into(),
         })
+    }
+
+    /// A KServe v2 infer body carrying the ready item as a raw FP32 tensor `[1, C, H, W]` in
+    /// JSON: the handler's pre-processing is skipped, the graph runs on the tensor as sent.
+    pub fn v2_body(&self) -> Bytes {
+        let (shape, data) = self.ready_batch(1);
+        let body = serde_json::json!({"inputs": [{
+            "name": self.input_name, "datatype": "FP32", "shape": shape, "data": data,
+        }]});
+        Bytes::from(body.to_string())
     }
 
     /// `batch` copies of the ready item, stacked: `[batch, C, H, W]`.

@@ -10,6 +10,7 @@ pub(super) fn into_ort(tensor: HostTensor) -> Result<DynTensor, BackendError> {
     let shape: Vec<i64> = tensor.shape.iter().map(|&dim| dim as i64).collect();
     let built = match tensor.values {
         TensorValues::F32(data) => Tensor::from_array((shape, data)).map(Tensor::upcast),
+        TensorValues::F16(data) => Tensor::from_array((shape, data)).map(Tensor::upcast),
         TensorValues::F64(data) => Tensor::from_array((shape, data)).map(Tensor::upcast),
         TensorValues::I64(data) => Tensor::from_array((shape, data)).map(Tensor::upcast),
         TensorValues::I32(data) => Tensor::from_array((shape, data)).map(Tensor::upcast),
@@ -42,6 +43,7 @@ pub(super) fn from_ort(value: &DynValue) -> Result<HostTensor, BackendError> {
     }
     let (shape, values) = match ty {
         TensorElementType::Float32 => extract!(f32, F32),
+        TensorElementType::Float16 => extract!(half::f16, F16),
         TensorElementType::Float64 => extract!(f64, F64),
         TensorElementType::Int64 => extract!(i64, I64),
         TensorElementType::Int32 => extract!(i32, I32),

@@ -14,7 +14,7 @@ mod classifier;
 mod detector;
 pub mod image;
 mod segmenter;
-mod tensor;
+pub(crate) mod tensor;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +31,15 @@ use crate::tensor::{HostTensor, TensorValues};
 pub struct RequestItem {
     pub bytes: Bytes,
     pub content_type: Option<String>,
+}
+
+/// One item of a request as a transport hands it to the model: bytes for the handler (a REST
+/// body or part, a v2 BYTES element), or graph inputs already typed and checked against the
+/// signature (a v2 raw-tensor request), which skip the handler's pre- and post-processing.
+#[derive(Debug, Clone)]
+pub enum ItemInput {
+    Bytes(RequestItem),
+    Tensors(Prepared),
 }
 
 /// What items must share to be stacked into one run: per input, its name, its shape past the
@@ -134,6 +143,11 @@ impl Handler {
             limit_pixels,
             batchable,
         })
+    }
+
+    /// The graph's inputs and outputs.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
     }
 
     /// Whether requests may be stacked along the batch axis into one run.

@@ -17,7 +17,7 @@ use crate::error::ServeError;
 use crate::tensor::{HostTensor, TensorValues};
 
 /// Largest tensor one request may describe, in elements (keeps a hostile shape from allocating).
-const MAX_ELEMENTS: usize = 64 << 20;
+pub(crate) const MAX_ELEMENTS: usize = 64 << 20;
 
 /// Parses a request body into graph inputs, checked against the signature.
 pub fn parse_request(body: &[u8], signature: &Signature) -> Result<Prepared, ServeError> {
@@ -153,14 +153,15 @@ fn nested_shape(value: &serde_json::Value) -> Result<Vec<usize>, String> {
     }
 }
 
-fn flatten<'v>(value: &'v serde_json::Value, out: &mut Vec<&'v serde_json::Value>) {
+pub(crate) fn flatten<'v>(value: &'v serde_json::Value, out: &mut Vec<&'v serde_json::Value>) {
     match value {
         serde_json::Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
         other => out.push(other),
     }
 }
 
-fn convert(flat: &[&serde_json::Value], dtype: &str) -> Result<TensorValues, String> {
+/// JSON scalars as elements of the ONNX element type `dtype`.
+pub(crate) fn convert(flat: &[&serde_json::Value], dtype: &str) -> Result<TensorValues, String> {
     fn each<T>(
         flat: &[&serde_json::Value],
         read: impl Fn(&serde_json::Value) -> Option<T>,
@@ -173,6 +174,11 @@ fn convert(flat: &[&serde_json::Value], dtype: &str) -> Result<TensorValues, Str
     let int = |value: &serde_json::Value| value.as_i64();
     Ok(match dtype {
         "float32" => TensorValues::F32(each(flat, |v| v.as_f64().map(|f| f as f32), "float32")?),
+        "float16" => TensorValues::F16(each(
+            flat,
+            |v| v.as_f64().map(half::f16::from_f64),
+            "float16",
+        )?),
         "float64" => TensorValues::F64(each(flat, serde_json::Value::as_f64, "float64")?),
         "int64" => TensorValues::I64(each(flat, int, "int64")?),
         "int32" => TensorValues::I32(each(
@@ -215,8 +221,14 @@ pub fn answer(outputs: &BTreeMap<String, HostTensor>, signature: &Signature) -> 
 }
 
 fn nest(tensor: &HostTensor) -> serde_json::Value {
-    let flat: Vec<serde_json::Value> = match &tensor.values {
+    build_nested(&tensor.shape, &json_values(&tensor.values))
+}
+
+/// A tensor's elements as JSON scalars, row-major.
+pub(crate) fn json_values(values: &TensorValues) -> Vec<serde_json::Value> {
+    match values {
         TensorValues::F32(data) => data.iter().map(|&v| json_float(v)).collect(),
+        TensorValues::F16(data) => data.iter().map(|&v| json_float(v.to_f32())).collect(),
         TensorValues::F64(data) => data
             .iter()
             .map(|&v| {
@@ -229,8 +241,7 @@ fn nest(tensor: &HostTensor) -> serde_json::Value {
         TensorValues::U8(data) => data.iter().map(|&v| v.into()).collect(),
         TensorValues::I8(data) => data.iter().map(|&v| v.into()).collect(),
         TensorValues::Bool(data) => data.iter().map(|&v| v.into()).collect(),
-    };
-    build_nested(&tensor.shape, &flat)
+    }
 }
 
 fn build_nested(shape: &[usize], flat: &[serde_json::Value]) -> serde_json::Value {

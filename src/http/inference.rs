@@ -24,6 +24,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .get(ping)
                 .default_service(web::to(method_not_allowed)),
         )
+        .configure(super::v2::routes)
         .route("/predictions/{model}", web::to(predict_default))
         .route("/predictions/{model}/{version}", web::to(predict_version))
         .service(
@@ -39,11 +40,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// 200 `Healthy` when every model has at least its minimum of live workers, else 500.
 async fn ping(state: State) -> HttpResponse {
-    let healthy = state
-        .registry
-        .all()
-        .iter()
-        .all(|model| model.live_workers() >= model.worker_range().0);
+    let healthy = crate::openinference::server_ready(&state.registry);
     let (status, word) = if healthy {
         (StatusCode::OK, "Healthy")
     } else {

@@ -1,6 +1,6 @@
 //! HTTP frontends on actix-web: decode a request, call the model, encode the answer. No tensors,
 //! sessions or batching here. Each API has its own listener (TorchServe's three ports):
-//! [`inference`] (8080), [`management`] (8081), [`metrics`] (8082); [`listener`] starts them with
+//! [`inference`] (8080, with the KServe v2 API of [`v2`]), [`management`] (8081), [`metrics`] (8082); [`listener`] starts them with
 //! their connection limits and [`middleware`] wraps them (request id, access log). This module
 //! holds what they share: TorchServe's JSON and error bodies, and reading a body within limits.
 
@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod tls;
+pub mod v2;
 
 use std::time::Duration;
 
