@@ -1,7 +1,8 @@
 //! The one error type that crosses module boundaries in the server, and its mapping to
-//! TorchServe's wire form: an HTTP status plus `{"code", "type", "message"}` where `type` is the
-//! Java exception TorchServe would have thrown. The mapping lives here and nowhere else; the
-//! transports call [`ServeError::status`] and [`ServeError::body`].
+//! TorchServe's wire forms: an HTTP status plus `{"code", "type", "message"}` where `type` is the
+//! Java exception TorchServe would have thrown, and a gRPC status code plus the same message.
+//! The mapping lives here and nowhere else; the transports call [`ServeError::status`],
+//! [`ServeError::body`] and [`ServeError::grpc`].
 //!
 //! `Clone`, so one failed batch can answer every request in it.
 
@@ -176,6 +177,41 @@ impl ServeError {
     }
 }
 
+impl ServeError {
+    /// The gRPC status code and message: the REST message, under the code TorchServe's
+    /// `GRPCUtils.getGRPCStatusCode` gives the HTTP status. Two answers come from elsewhere in
+    /// TorchServe: a refused token is `GRPCInterceptor`'s PERMISSION_DENIED, and register or
+    /// unregister with the model API off is `ManagementImpl`'s PERMISSION_DENIED "Model API
+    /// disabled".
+    pub fn grpc(&self) -> (tonic::Code, String) {
+        use tonic::Code;
+        let code = match self {
+            ServeError::InvalidToken => Code::PermissionDenied,
+            ServeError::ModelApiDisabled => {
+                return (Code::PermissionDenied, "Model API disabled".into())
+            }
+            other => match other.status() {
+                200..=299 => Code::Ok,
+                400 => Code::InvalidArgument,
+                401 => Code::Unauthenticated,
+                403 => Code::PermissionDenied,
+                404 => Code::NotFound,
+                409 => Code::Aborted,
+                413 | 429 => Code::ResourceExhausted,
+                416 => Code::OutOfRange,
+                499 => Code::Cancelled,
+                501 => Code::Unimplemented,
+                503 => Code::Unavailable,
+                504 => Code::DeadlineExceeded,
+                400..=499 => Code::FailedPrecondition,
+                500..=599 => Code::Internal,
+                _ => Code::Unknown,
+            },
+        };
+        (code, self.body().message)
+    }
+}
+
 impl From<oxserve_archiver::ArchiveError> for ServeError {
     fn from(error: oxserve_archiver::ArchiveError) -> Self {
         use oxserve_archiver::ArchiveError as A;
@@ -330,7 +366,32 @@ mod tests {
         for (error, status, kind) in table {
             let body = error.body();
             assert_eq!((body.code, body.kind), (status, kind), "{error:?}");
+            // gRPC: TorchServe's GRPCUtils table over the same status, and the same message.
+            use tonic::Code;
+            let code = match status {
+                400 if !matches!(error, ServeError::InvalidToken) => Code::InvalidArgument,
+                400 => Code::PermissionDenied,
+                403 => Code::PermissionDenied,
+                404 => Code::NotFound,
+                405 if matches!(error, ServeError::ModelApiDisabled) => Code::PermissionDenied,
+                405 => Code::FailedPrecondition,
+                408 => Code::FailedPrecondition,
+                409 => Code::Aborted,
+                413 => Code::ResourceExhausted,
+                503 => Code::Unavailable,
+                500 | 507 => Code::Internal,
+                other => panic!("no gRPC row for HTTP {other}"),
+            };
+            let (grpc_code, message) = error.grpc();
+            assert_eq!(grpc_code, code, "{error:?}");
+            if !matches!(error, ServeError::ModelApiDisabled) {
+                assert_eq!(message, body.message, "{error:?}");
+            }
         }
+        assert_eq!(
+            ServeError::ModelApiDisabled.grpc().1,
+            "Model API disabled"
+        );
         assert_eq!(
             ServeError::Internal("secret".into()).body().message,
             "Internal server error"

@@ -4,6 +4,9 @@
 //! The request path, in order:
 //! - [`http`]: the three listeners (inference 8080, management 8081, metrics 8082): decode,
 //!   call the model, encode, map errors.
+//! - [`grpc`]: TorchServe's gRPC services (inference 7070, management 7071) on tonic, over the
+//!   same calls as [`http`]; `build.rs` compiles `proto/`.
+//! - [`predict`]: one prediction for any transport: metrics, queueing, the answer's body bytes.
 //! - [`registry`]: models by name → versions → default; lookups only.
 //! - [`model`]: a loaded model version and `infer()`; [`model`]'s `load` unpacks an archive,
 //!   merges its settings and builds its handler, its `pool` starts, scales and stops workers.
@@ -18,7 +21,8 @@
 //! Around it:
 //! - [`spin`]: polling briefly instead of sleeping at once, while a core is free.
 //! - [`state`]: what every request handler can reach ([`state::AppState`]).
-//! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
+//! - [`manage`]: register, scale, unregister, set-default, list, describe (shared by the
+//!   transports).
 //! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
 //!   oxserve's per-model histograms, and the host sampler.
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
@@ -44,6 +48,7 @@ pub mod download;
 pub mod error;
 pub mod fuzzing;
 pub mod gpu;
+pub mod grpc;
 pub mod handler;
 pub mod http;
 pub mod logging;
@@ -51,6 +56,7 @@ pub mod manage;
 pub mod metrics;
 pub mod model;
 pub mod prepare;
+pub mod predict;
 pub mod properties;
 pub mod registry;
 pub mod server;

@@ -138,6 +138,8 @@ impl TestServer {
             ("inference_address", "http://127.0.0.1:0"),
             ("management_address", "http://127.0.0.1:0"),
             ("metrics_address", "http://127.0.0.1:0"),
+            ("grpc_inference_port", "0"),
+            ("grpc_management_port", "0"),
             ("load_models", "all"),
         ]
         .into_iter()
