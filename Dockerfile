@@ -22,5 +22,5 @@ COPY --chown=model-server docker/config.properties /home/model-server/config.pro
 COPY --chown=model-server model-store/ /home/model-server/model-store/
 USER model-server
 WORKDIR /home/model-server
-EXPOSE 8080 8081 8082
+EXPOSE 8080 8081 8082 7070 7071
 CMD ["oxserve", "--foreground", "--ncs", "--ts-config", "/home/model-server/config.properties"]

@@ -332,6 +332,7 @@ pub async fn run(
                 .as_ref()
                 .filter(|(_, settings)| settings.grpc)
                 .map(|(_, settings)| settings.clone()),
+            max_request_size: state.config.max_request_size,
         };
         let server = crate::grpc::listener::serve(socket, routes, settings, signal);
         grpc_servers.push(tokio::spawn(async move {

@@ -285,7 +285,7 @@ async fn every_acknowledged_model_survives_kill_9() {
     std::fs::write(
         dir.path().join("config.properties"),
         format!(
-            "inference_address=http://127.0.0.1:{inference}\nmanagement_address=http://127.0.0.1:{management}\nmetrics_address=http://127.0.0.1:{}\nmodel_store={}\nenable_model_api=true\ndisable_token_authorization=true\n",
+            "inference_address=http://127.0.0.1:{inference}\nmanagement_address=http://127.0.0.1:{management}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\nmodel_store={}\nenable_model_api=true\ndisable_token_authorization=true\n",
             free(),
             store.display()
         ),

@@ -131,11 +131,12 @@ impl InferenceApIsService for InferenceService {
             state: Arc::clone(&self.state),
         };
         let service = Arc::new(service);
+        let limit = self.state.config.max_request_size;
         let answers = request.into_inner().then(move |request| {
             let service = Arc::clone(&service);
             async move {
                 // A broken stream (bad frame, oversized message) ends it with its status.
-                let request = request?;
+                let request = request.map_err(|status| super::listener::oversized(status, limit))?;
                 let sequence_id = request.sequence_id.clone();
                 Ok(match service.predict(request).await {
                     Ok(prediction) => PredictionResponse {

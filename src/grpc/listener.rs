@@ -1,7 +1,9 @@
 //! Serving gRPC services on a bound socket: TLS (`enable_grpc_ssl`, the REST listeners' key and
 //! certificate), the token check of TorchServe's `GRPCInterceptor` (the `authorization: Bearer`
 //! metadata with the listener's key, PERMISSION_DENIED otherwise, slowed down by the same
-//! throttle as REST), and a graceful stop: in-flight calls finish once `signal` resolves.
+//! throttle as REST), oversized messages answered RESOURCE_EXHAUSTED with REST's 413 message (as
+//! grpc-java does; tonic says OUT_OF_RANGE), and a graceful stop: in-flight calls finish once
+//! `signal` resolves.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +16,7 @@ use tonic::service::Routes;
 use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
 
 use crate::auth::{Api, TokenAuth};
+use crate::error::ServeError;
 
 /// What a gRPC listener needs besides its services.
 pub struct Settings {
@@ -22,6 +25,8 @@ pub struct Settings {
     pub auth: Arc<TokenAuth>,
     /// The PEM certificate chain and key, when `enable_grpc_ssl=true`.
     pub tls: Option<crate::config::TlsSettings>,
+    /// The services' inbound message limit, named in the oversized-message answer.
+    pub max_request_size: usize,
 }
 
 /// The message limits of TorchServe's gRPC servers: `max_request_size` inbound (its
@@ -58,6 +63,7 @@ pub async fn serve(
     let layer = AuthLayer {
         api: settings.api,
         auth: settings.auth,
+        max_request_size: settings.max_request_size,
     };
     builder
         .layer(layer)
@@ -86,6 +92,7 @@ fn tls_config(
 struct AuthLayer {
     api: Api,
     auth: Arc<TokenAuth>,
+    max_request_size: usize,
 }
 
 impl<S> tower_layer::Layer<S> for AuthLayer {
@@ -96,6 +103,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
             inner,
             api: self.api,
             auth: Arc::clone(&self.auth),
+            max_request_size: self.max_request_size,
         }
     }
 }
@@ -106,6 +114,7 @@ struct AuthService<S> {
     inner: S,
     api: Api,
     auth: Arc<TokenAuth>,
+    max_request_size: usize,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -127,8 +136,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let limit = self.max_request_size;
         if !self.auth.is_enabled() {
-            return Box::pin(self.inner.call(request));
+            let answer = self.inner.call(request);
+            return Box::pin(async move { answer.await.map(|answer| too_large(answer, limit)) });
         }
         let peer = peer_ip(&request);
         let header = request
@@ -138,7 +149,8 @@ where
         match self.auth.check(self.api, header) {
             Ok(()) => {
                 self.auth.accepted(peer);
-                Box::pin(self.inner.call(request))
+                let answer = self.inner.call(request);
+                Box::pin(async move { answer.await.map(|answer| too_large(answer, limit)) })
             }
             Err(error) => {
                 let delay = self.auth.refused(peer);
@@ -151,6 +163,31 @@ where
                 })
             }
         }
+    }
+}
+
+/// tonic's answer to a request message over the limit (OUT_OF_RANGE, before the message is read)
+/// as TorchServe's: RESOURCE_EXHAUSTED, here with REST's 413 message. Also used for the
+/// messages of a request stream.
+pub(super) fn oversized(status: tonic::Status, limit: usize) -> tonic::Status {
+    let too_large = status.code() == tonic::Code::OutOfRange
+        && status
+            .message()
+            .starts_with("Error, decoded message length too large");
+    match too_large {
+        true => ServeError::PayloadTooLarge { limit }.into(),
+        false => status,
+    }
+}
+
+/// [`oversized`] for a whole answer (a refused request message makes a trailers-only answer).
+fn too_large(answer: http::Response<Body>, limit: usize) -> http::Response<Body> {
+    if answer.headers().get("grpc-status").map(|code| code.as_bytes()) != Some(b"11") {
+        return answer;
+    }
+    match tonic::Status::from_header_map(answer.headers()) {
+        Some(status) => oversized(status, limit).into_http(),
+        None => answer,
     }
 }
 
