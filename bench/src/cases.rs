@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::grpc::GrpcSpec;
 use crate::load::{self, LoadSpec, Window};
 use crate::models::Model;
 use crate::report::{BareCase, Latency, ServerCase};
@@ -37,6 +38,8 @@ pub struct Sweep<'a> {
     pub workers: Option<usize>,
     /// Also drive `GET /ping` at this concurrency on the same server: the HTTP floor.
     pub http_floor: Option<usize>,
+    /// Also drive gRPC `Predictions` on the same server, at the lowest and highest concurrency.
+    pub grpc: bool,
 }
 
 /// The cases of one sweep, the bare runs that bracket them, and the HTTP floor when it was asked
@@ -46,6 +49,8 @@ pub struct SweepOutcome {
     /// One more than the cases: case `i` lies between bare runs `i` and `i + 1`.
     pub limits: Vec<BareCase>,
     pub http_floor: Option<ServerCase>,
+    /// The gRPC cases, when asked for.
+    pub grpc: Vec<ServerCase>,
 }
 
 /// Runs the sweep. `limit` measures bare ONNX Runtime at the sweep's batch size (its argument is
@@ -98,6 +103,19 @@ pub fn run_sweep(
         }
         None => None,
     };
+    let mut grpc = Vec::new();
+    if sweep.grpc {
+        let lowest = sweep.concurrencies.iter().copied().min();
+        let highest = sweep.concurrencies.iter().copied().max();
+        for concurrency in [lowest, highest].into_iter().flatten() {
+            if grpc.iter().any(|case: &ServerCase| case.concurrency == concurrency) {
+                continue;
+            }
+            eprintln!("  oxserve {name} over gRPC concurrency={concurrency} ...");
+            grpc.push(run_case(runtime, &server, sweep, concurrency, Load::Grpc)?);
+            server.check_alive()?;
+        }
+    }
     let (errors, warnings) = server.log_problems();
     if errors + warnings > 0 {
         eprintln!(
@@ -110,6 +128,7 @@ pub fn run_sweep(
         cases,
         limits,
         http_floor,
+        grpc,
     })
 }
 
@@ -121,6 +140,8 @@ enum Load {
     /// `GET /ping`: the cheapest request the server answers, so the cost of HTTP itself (keep-alive
     /// connection, parsing, routing, the access-log line, the answer) on this machine.
     Ping,
+    /// The same body as the `data` input of gRPC `Predictions`.
+    Grpc,
 }
 
 /// One concurrency: load, RSS sampling and CPU accounting run side by side on the harness's
@@ -137,24 +158,36 @@ fn run_case(
     let (batches_before, rows_before, run_before) = server.batch_counters(name)?;
     let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
     let (path, body) = match load {
-        Load::Predictions => (
+        Load::Predictions | Load::Grpc => (
             format!("/predictions/{name}"),
             Some(sweep.model.body.clone()),
         ),
         Load::Ping => ("/ping".into(), None),
     };
-    let spec = LoadSpec {
-        address: server.inference,
-        path,
-        body,
-        concurrency,
+    let driven = async {
+        match load {
+            Load::Grpc => {
+                let spec = GrpcSpec {
+                    address: server.grpc_inference,
+                    model: name.clone(),
+                    body: sweep.model.body.clone(),
+                    concurrency,
+                };
+                crate::grpc::drive(spec, window).await
+            }
+            Load::Predictions | Load::Ping => {
+                let spec = LoadSpec {
+                    address: server.inference,
+                    path,
+                    body,
+                    concurrency,
+                };
+                load::drive(spec, window).await
+            }
+        }
     };
     let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
-        tokio::join!(
-            load::drive(spec, window),
-            sample_rss(pid, window),
-            cpu_during(pid, window)
-        )
+        tokio::join!(driven, sample_rss(pid, window), cpu_during(pid, window))
     });
     let (batches_after, rows_after, run_after) = server.batch_counters(name)?;
     if let Some(error) = &outcome.first_error {
@@ -170,6 +203,7 @@ fn run_case(
         model: match load {
             Load::Predictions => name.clone(),
             Load::Ping => "GET /ping".into(),
+            Load::Grpc => format!("{name} (gRPC)"),
         },
         batch_size: sweep.batch_size,
         concurrency,
