@@ -320,6 +320,9 @@ pub async fn run(
             tonic::service::Routes::new(crate::grpc::management::service(Arc::clone(&state))),
         ),
     ];
+    // The inference listener's thread count, as for REST.
+    let grpc_runtime = crate::grpc::listener::runtime(inference_workers)
+        .map_err(|error| format!("cannot start the gRPC runtime: {error}"))?;
     for (socket, api, routes) in grpc_listeners {
         let mut stop = stop.clone();
         let signal = async move {
@@ -334,8 +337,9 @@ pub async fn run(
                 .map(|(_, settings)| settings.clone()),
             max_request_size: state.config.max_request_size,
         };
+        let socket = socket.into_std().map_err(|error| error.to_string())?;
         let server = crate::grpc::listener::serve(socket, routes, settings, signal);
-        grpc_servers.push(tokio::spawn(async move {
+        grpc_servers.push(grpc_runtime.spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!("{error}");
             }
@@ -350,6 +354,7 @@ pub async fn run(
     for server in grpc_servers {
         let _ = server.await;
     }
+    grpc_runtime.shutdown_background();
     snapshotter::save(&state, SnapshotKind::Shutdown).await;
     state.auth.remove_key_file();
     if let Some(sampler) = sampler {

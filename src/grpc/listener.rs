@@ -46,9 +46,28 @@ impl Limits {
     }
 }
 
+/// The runtime the gRPC listeners run on: `threads` workers under the HTTP threads' scheduling
+/// policy ([`oxserve_sys::defer_to_workers`]), so that gRPC and REST requests compete with the
+/// model workers alike, and apart from the server's control runtime. Shut down with
+/// `shutdown_background` once its listeners have stopped (it cannot be dropped on an async
+/// thread).
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("oxserve-grpc")
+        .on_thread_start(|| {
+            if let Err(error) = oxserve_sys::defer_to_workers() {
+                tracing::debug!("cannot set the gRPC thread's scheduling policy: {error}");
+            }
+        })
+        .enable_all()
+        .build()
+}
+
 /// Serves `routes` on `listener` until `signal` resolves and in-flight calls are done.
+/// Runs on the runtime that spawned it, which registers the socket with its own reactor.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     routes: Routes,
     settings: Settings,
     signal: impl Future<Output = ()>,
@@ -59,6 +78,8 @@ pub async fn serve(
             .tls_config(tls_config(tls)?)
             .map_err(|error| format!("gRPC TLS: {error}"))?;
     }
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|error| format!("gRPC listener: {error}"))?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let layer = AuthLayer {
         api: settings.api,
