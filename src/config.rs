@@ -339,10 +339,16 @@ impl Config {
             inference_address: reader.address("inference_address", "http://127.0.0.1:8080")?,
             management_address: reader.address("management_address", "http://127.0.0.1:8081")?,
             metrics_address: reader.address("metrics_address", "http://127.0.0.1:8082")?,
-            grpc_inference_address: reader
-                .grpc_address("grpc_inference_address", "grpc_inference_port", 7070)?,
-            grpc_management_address: reader
-                .grpc_address("grpc_management_address", "grpc_management_port", 7071)?,
+            grpc_inference_address: reader.grpc_address(
+                "grpc_inference_address",
+                "grpc_inference_port",
+                7070,
+            )?,
+            grpc_management_address: reader.grpc_address(
+                "grpc_management_address",
+                "grpc_management_port",
+                7071,
+            )?,
             tls,
             model_store: properties.get("model_store").map(PathBuf::from),
             load_models: properties
@@ -588,11 +594,10 @@ impl TlsSettings {
             _ => return Ok(None),
         };
         let file = |key: &str| {
-            properties.get(key).map(PathBuf::from).ok_or_else(|| {
-                ConfigError(format!(
-                    "{first}, which needs {key} (a PEM file)"
-                ))
-            })
+            properties
+                .get(key)
+                .map(PathBuf::from)
+                .ok_or_else(|| ConfigError(format!("{first}, which needs {key} (a PEM file)")))
         };
         Ok(Some(TlsSettings {
             private_key_file: file("private_key_file")?,

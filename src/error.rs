@@ -388,10 +388,7 @@ mod tests {
                 assert_eq!(message, body.message, "{error:?}");
             }
         }
-        assert_eq!(
-            ServeError::ModelApiDisabled.grpc().1,
-            "Model API disabled"
-        );
+        assert_eq!(ServeError::ModelApiDisabled.grpc().1, "Model API disabled");
         assert_eq!(
             ServeError::Internal("secret".into()).body().message,
             "Internal server error"

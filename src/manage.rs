@@ -1,7 +1,8 @@
 //! Model management operations, as TorchServe's `ApiUtils`: register, scale, unregister,
 //! set-default, and ([`inventory`]) list and describe. Transport-neutral: the REST and gRPC
-//! handlers parse parameters, call these, and encode the [`Status`] or [`ServeError`]. Loading and worker starts run off the async
-//! runtime; the registry is only touched for quick lookups and updates.
+//! handlers parse parameters, call these, and encode the [`Status`] or [`ServeError`]. Loading
+//! and worker starts run off the async runtime; the registry is only touched for quick lookups
+//! and updates.
 
 use std::sync::Arc;
 use std::time::Duration;

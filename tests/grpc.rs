@@ -110,7 +110,11 @@ async fn predictions_equal_rest_and_errors_keep_serving() {
     });
     for (number, prediction) in futures_util::future::join_all(calls).await {
         let (_, body) = rest(&server, digit(number)).await;
-        assert_eq!(String::from_utf8(prediction).unwrap(), body, "digit {number}");
+        assert_eq!(
+            String::from_utf8(prediction).unwrap(),
+            body,
+            "digit {number}"
+        );
     }
 
     // StreamPredictions: the one answer, then the end of the stream.
@@ -322,7 +326,10 @@ async fn management_calls_answer_as_rest() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
-    assert_eq!(error.message(), "max_worker cannot be less than min_worker.");
+    assert_eq!(
+        error.message(),
+        "max_worker cannot be less than min_worker."
+    );
 
     // A second version, made the default, then the first unregistered.
     client
@@ -443,13 +450,13 @@ async fn each_port_takes_its_own_key() {
         &[("disable_token_authorization", "false")],
     )
     .await;
-    let keys: Value = serde_json::from_slice(
-        &std::fs::read(server.logs.path().join("key_file.json")).unwrap(),
-    )
-    .unwrap();
+    let keys: Value =
+        serde_json::from_slice(&std::fs::read(server.logs.path().join("key_file.json")).unwrap())
+            .unwrap();
     let inference_key = keys["inference"]["key"].as_str().unwrap();
     let management_key = keys["management"]["key"].as_str().unwrap();
-    let refused = "Token Authorization failed. Token either incorrect, expired, or not provided correctly";
+    let refused =
+        "Token Authorization failed. Token either incorrect, expired, or not provided correctly";
     let mut infer = inference(&server).await;
     let mut manage = management(&server).await;
 
@@ -457,7 +464,10 @@ async fn each_port_takes_its_own_key() {
     assert_eq!(error.code(), Code::PermissionDenied);
     assert_eq!(error.message(), refused);
     let error = infer
-        .predictions(with_token(request("mnist", "data", digit(1)), management_key))
+        .predictions(with_token(
+            request("mnist", "data", digit(1)),
+            management_key,
+        ))
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::PermissionDenied);
@@ -469,7 +479,10 @@ async fn each_port_takes_its_own_key() {
     assert_eq!(error.message(), refused);
 
     let answer = infer
-        .predictions(with_token(request("mnist", "data", digit(1)), inference_key))
+        .predictions(with_token(
+            request("mnist", "data", digit(1)),
+            inference_key,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -478,5 +491,62 @@ async fn each_port_takes_its_own_key() {
         .list_models(with_token(ListModelsRequest::default(), management_key))
         .await
         .unwrap();
+    server.stop().await;
+}
+
+/// `enable_grpc_ssl=true`: both gRPC ports speak TLS with the REST listeners' certificate and key
+/// files (the REST ports stay plain), and a plaintext client gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enable_grpc_ssl_serves_tls_with_the_configured_certificate() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let certificates = tempfile::tempdir().unwrap();
+    let (ca, certificate, key) = common::test_certificates(certificates.path());
+    let (certificate, key) = (certificate.display().to_string(), key.display().to_string());
+    let server = TestServer::start(
+        &[mnist("1.0", "mnist.mar")],
+        &[
+            ("enable_grpc_ssl", "true"),
+            ("certificate_file", &certificate),
+            ("private_key_file", &key),
+        ],
+    )
+    .await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("127.0.0.1");
+    let channel = |address: std::net::SocketAddr| {
+        Channel::from_shared(format!("https://{address}"))
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap()
+    };
+    let mut client = InferenceApIsServiceClient::new(
+        channel(server.addresses.grpc_inference)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let answer = client
+        .predictions(request("mnist", "data", digit(5)))
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, body) = rest(&server, digit(5)).await;
+    assert_eq!(String::from_utf8(answer.prediction).unwrap(), body);
+    let mut manage = ManagementApIsServiceClient::new(
+        channel(server.addresses.grpc_management)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    manage
+        .list_models(ListModelsRequest::default())
+        .await
+        .unwrap();
+    // Plaintext: the connection or the call fails.
+    let url = format!("http://{}", server.addresses.grpc_inference);
+    if let Ok(mut plain) = InferenceApIsServiceClient::connect(url).await {
+        assert!(plain.ping(()).await.is_err());
+    }
     server.stop().await;
 }

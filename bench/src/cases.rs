@@ -108,7 +108,10 @@ pub fn run_sweep(
         let lowest = sweep.concurrencies.iter().copied().min();
         let highest = sweep.concurrencies.iter().copied().max();
         for concurrency in [lowest, highest].into_iter().flatten() {
-            if grpc.iter().any(|case: &ServerCase| case.concurrency == concurrency) {
+            if grpc
+                .iter()
+                .any(|case: &ServerCase| case.concurrency == concurrency)
+            {
                 continue;
             }
             eprintln!("  oxserve {name} over gRPC concurrency={concurrency} ...");
@@ -186,9 +189,8 @@ fn run_case(
             }
         }
     };
-    let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
-        tokio::join!(driven, sample_rss(pid, window), cpu_during(pid, window))
-    });
+    let (outcome, rss_max_mib, cpu) = runtime
+        .block_on(async { tokio::join!(driven, sample_rss(pid, window), cpu_during(pid, window)) });
     let (batches_after, rows_after, run_after) = server.batch_counters(name)?;
     if let Some(error) = &outcome.first_error {
         eprintln!("  {} errors; the first: {error}", outcome.errors);

@@ -241,7 +241,10 @@ pub fn print_grpc(grpc: &[ServerCase], rest: &[ServerCase]) {
         let delta = case.latency.p50_ms - twin.latency.p50_ms;
         let ratio = case.rps / twin.rps.max(f64::MIN_POSITIVE);
         let verdict = match case.concurrency == highest && case.concurrency > 1 {
-            true => format!("saturated req/s {:.1} % of REST's (target >= 90 %)", ratio * 100.0),
+            true => format!(
+                "saturated req/s {:.1} % of REST's (target >= 90 %)",
+                ratio * 100.0
+            ),
             false => format!("p50 {delta:+.3} ms vs REST (target <= +0.100 ms)"),
         };
         println!(

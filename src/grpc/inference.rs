@@ -136,7 +136,8 @@ impl InferenceApIsService for InferenceService {
             let service = Arc::clone(&service);
             async move {
                 // A broken stream (bad frame, oversized message) ends it with its status.
-                let request = request.map_err(|status| super::listener::oversized(status, limit))?;
+                let request =
+                    request.map_err(|status| super::listener::oversized(status, limit))?;
                 let sequence_id = request.sequence_id.clone();
                 Ok(match service.predict(request).await {
                     Ok(prediction) => PredictionResponse {

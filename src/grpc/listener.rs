@@ -203,7 +203,12 @@ pub(super) fn oversized(status: tonic::Status, limit: usize) -> tonic::Status {
 
 /// [`oversized`] for a whole answer (a refused request message makes a trailers-only answer).
 fn too_large(answer: http::Response<Body>, limit: usize) -> http::Response<Body> {
-    if answer.headers().get("grpc-status").map(|code| code.as_bytes()) != Some(b"11") {
+    if answer
+        .headers()
+        .get("grpc-status")
+        .map(|code| code.as_bytes())
+        != Some(b"11")
+    {
         return answer;
     }
     match tonic::Status::from_header_map(answer.headers()) {

@@ -64,8 +64,8 @@ impl ManagementApIsService for ManagementService {
     ) -> Result<Response<ManagementResponse>, Status> {
         let request = request.into_inner();
         let version = given(request.model_version);
-        let described = manage::describe(&self.state, &request.model_name, version.as_deref())
-            .await?;
+        let described =
+            manage::describe(&self.state, &request.model_name, version.as_deref()).await?;
         Ok(json_answer(&described))
     }
 
@@ -114,13 +114,8 @@ impl ManagementApIsService for ManagementService {
             synchronous: request.synchronous,
         };
         let version = given(request.model_version);
-        let status = manage::scale(
-            &self.state,
-            &request.model_name,
-            version.as_deref(),
-            params,
-        )
-        .await?;
+        let status =
+            manage::scale(&self.state, &request.model_name, version.as_deref(), params).await?;
         Ok(status_answer(status))
     }
 
