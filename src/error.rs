@@ -190,25 +190,32 @@ impl ServeError {
             ServeError::ModelApiDisabled => {
                 return (Code::PermissionDenied, "Model API disabled".into())
             }
-            other => match other.status() {
-                200..=299 => Code::Ok,
-                400 => Code::InvalidArgument,
-                401 => Code::Unauthenticated,
-                403 => Code::PermissionDenied,
-                404 => Code::NotFound,
-                409 => Code::Aborted,
-                413 | 429 => Code::ResourceExhausted,
-                416 => Code::OutOfRange,
-                499 => Code::Cancelled,
-                501 => Code::Unimplemented,
-                503 => Code::Unavailable,
-                504 => Code::DeadlineExceeded,
-                400..=499 => Code::FailedPrecondition,
-                500..=599 => Code::Internal,
-                _ => Code::Unknown,
-            },
+            other => grpc_code(other.status()),
         };
         (code, self.body().message)
+    }
+}
+
+/// TorchServe's `GRPCUtils.getGRPCStatusCode`: the named statuses, then 2xx OK, other 4xx
+/// FAILED_PRECONDITION, other 5xx INTERNAL, anything else UNKNOWN.
+fn grpc_code(status: u16) -> tonic::Code {
+    use tonic::Code;
+    match status {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        413 | 429 => Code::ResourceExhausted,
+        416 => Code::OutOfRange,
+        499 => Code::Cancelled,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        200..=299 => Code::Ok,
+        402 | 405..=408 | 410..=412 | 414 | 415 | 417..=428 | 430..=498 => Code::FailedPrecondition,
+        500 | 502 | 505..=599 => Code::Internal,
+        _ => Code::Unknown,
     }
 }
 
