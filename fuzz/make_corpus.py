@@ -144,3 +144,29 @@ for source in ["examples/digits/digit_3.png", "tests/fixtures/jpeg/grey_33x17.jp
     shutil.copyfile(source, target)
 import base64
 seed("image", "digit_7.b64", base64.b64encode(Path("examples/digits/digit_7.png").read_bytes()))
+
+# gRPC PredictionsRequest messages (protobuf wire format: field 1 model_name, 2 model_version,
+# 3 the input map's entries, 4 sequence_id)
+def varint(number):
+    out = bytearray()
+    while True:
+        byte = number & 0x7F
+        number >>= 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def field(number, payload):
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def entry(key, value):
+    return field(3, field(1, key.encode()) + field(2, value))
+
+
+digit = Path("examples/digits/digit_3.png").read_bytes()
+seed("grpc_predictions", "digit.pb", field(1, b"mnist") + entry("data", digit))
+seed("grpc_predictions", "versioned-body.pb",
+     field(1, b"mnist") + field(2, b"2.0") + entry("body", b"\x89PNG") + field(4, b"seq-1"))
+seed("grpc_predictions", "no-data.pb", field(1, b"mnist") + entry("other", b"x") + entry("data", b""))

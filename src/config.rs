@@ -105,8 +105,12 @@ pub struct Config {
     pub inference_address: SocketAddr,
     pub management_address: SocketAddr,
     pub metrics_address: SocketAddr,
+    /// The gRPC inference API (`grpc_inference_address`, `grpc_inference_port`).
+    pub grpc_inference_address: SocketAddr,
+    /// The gRPC management API (`grpc_management_address`, `grpc_management_port`).
+    pub grpc_management_address: SocketAddr,
     /// The PEM key and certificate chain (`private_key_file`, `certificate_file`) when any of
-    /// the three addresses is `https://`, with which listeners use them.
+    /// the three addresses is `https://` or `enable_grpc_ssl=true`, with which listeners use them.
     pub tls: Option<TlsSettings>,
     pub model_store: Option<PathBuf>,
     /// Startup models (`--models` or `load_models`): `all`, file names, or `name=file`.
@@ -196,12 +200,12 @@ const KNOWN_KEYS: &[&str] = &[
     "max_request_parts",
     "private_key_file",
     "certificate_file",
-    // Accepted and not (yet) acted on; listed so they are not reported as unknown.
     "grpc_inference_address",
     "grpc_management_address",
     "grpc_inference_port",
     "grpc_management_port",
     "enable_grpc_ssl",
+    // Accepted and not (yet) acted on; listed so they are not reported as unknown.
     "models",
     "workflow_store",
     "netty_client_threads",
@@ -335,6 +339,16 @@ impl Config {
             inference_address: reader.address("inference_address", "http://127.0.0.1:8080")?,
             management_address: reader.address("management_address", "http://127.0.0.1:8081")?,
             metrics_address: reader.address("metrics_address", "http://127.0.0.1:8082")?,
+            grpc_inference_address: reader.grpc_address(
+                "grpc_inference_address",
+                "grpc_inference_port",
+                7070,
+            )?,
+            grpc_management_address: reader.grpc_address(
+                "grpc_management_address",
+                "grpc_management_port",
+                7071,
+            )?,
             tls,
             model_store: properties.get("model_store").map(PathBuf::from),
             load_models: properties
@@ -514,13 +528,41 @@ impl Reader<'_> {
         }
     }
 
+    /// TorchServe's gRPC keys: a host (`127.0.0.1` when absent) and a port, kept apart.
+    fn grpc_address(
+        &self,
+        host_key: &str,
+        port_key: &str,
+        default_port: u16,
+    ) -> Result<SocketAddr, ConfigError> {
+        let host = self
+            .0
+            .get(host_key)
+            .map(|host| host.trim())
+            .unwrap_or("127.0.0.1");
+        let port = match self.0.get(port_key) {
+            None => default_port,
+            Some(port) => port.trim().parse().map_err(|_| {
+                ConfigError(format!("config key {port_key}: {port:?} is not a port"))
+            })?,
+        };
+        // An IPv6 literal is bracketed to be followed by a port.
+        let host = match host.contains(':') && !host.starts_with('[') {
+            true => format!("[{host}]"),
+            false => host.to_string(),
+        };
+        parse_address(&format!("{host}:{port}"))
+            .map_err(|reason| ConfigError(format!("config key {host_key}: {reason}")))
+    }
+
     fn address(&self, key: &str, default: &str) -> Result<SocketAddr, ConfigError> {
         let value = self.0.get(key).map(String::as_str).unwrap_or(default);
         parse_address(value).map_err(|reason| ConfigError(format!("config key {key}: {reason}")))
     }
 }
 
-/// TLS for the listeners whose address is `https://` (TorchServe's keys).
+/// TLS for the listeners whose address is `https://`, and for both gRPC listeners with
+/// `enable_grpc_ssl=true` (TorchServe's keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     pub private_key_file: PathBuf,
@@ -528,6 +570,7 @@ pub struct TlsSettings {
     pub inference: bool,
     pub management: bool,
     pub metrics: bool,
+    pub grpc: bool,
 }
 
 impl TlsSettings {
@@ -542,18 +585,19 @@ impl TlsSettings {
             https("management_address"),
             https("metrics_address"),
         );
-        let first = match (inference, management, metrics) {
-            (true, _, _) => "inference_address",
-            (_, true, _) => "management_address",
-            (_, _, true) => "metrics_address",
+        let grpc = Reader(properties).boolean("enable_grpc_ssl", false)?;
+        let first = match (inference, management, metrics, grpc) {
+            (true, _, _, _) => "inference_address is https://",
+            (_, true, _, _) => "management_address is https://",
+            (_, _, true, _) => "metrics_address is https://",
+            (_, _, _, true) => "enable_grpc_ssl is true",
             _ => return Ok(None),
         };
         let file = |key: &str| {
-            properties.get(key).map(PathBuf::from).ok_or_else(|| {
-                ConfigError(format!(
-                    "{first} is https://, which needs {key} (a PEM file)"
-                ))
-            })
+            properties
+                .get(key)
+                .map(PathBuf::from)
+                .ok_or_else(|| ConfigError(format!("{first}, which needs {key} (a PEM file)")))
         };
         Ok(Some(TlsSettings {
             private_key_file: file("private_key_file")?,
@@ -561,6 +605,7 @@ impl TlsSettings {
             inference,
             management,
             metrics,
+            grpc,
         }))
     }
 }
@@ -605,6 +650,10 @@ mod tests {
         assert_eq!(config.inference_address.to_string(), "127.0.0.1:8080");
         assert_eq!(config.management_address.to_string(), "127.0.0.1:8081");
         assert_eq!(config.metrics_address.to_string(), "127.0.0.1:8082");
+        assert_eq!(config.grpc_inference_address.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.grpc_management_address.to_string(), "127.0.0.1:7071");
+        assert!(config.tls.is_none());
+        assert_eq!(config.max_response_size, 6_553_500);
         assert_eq!(config.job_queue_size, 100);
         assert_eq!(config.max_request_size, 6_553_500);
         assert_eq!(config.default_response_timeout, Duration::from_secs(120));
@@ -623,11 +672,29 @@ mod tests {
             ("metrics_mode", "statsd"),
             ("enable_metrics_api", "maybe"),
             ("inference_address", "https://127.0.0.1:1"),
+            ("grpc_inference_port", "seventy"),
+            ("grpc_management_address", "not a host"),
+            ("enable_grpc_ssl", "yes"),
         ] {
             let properties = BTreeMap::from([(key.to_string(), value.to_string())]);
             let error = Config::from_properties(properties, &Cli::default()).expect_err(key);
             assert!(error.0.contains(key), "{error}");
         }
+    }
+
+    #[test]
+    fn grpc_keys_are_host_and_port_apart() {
+        let properties = BTreeMap::from([
+            ("grpc_inference_address".to_string(), "0.0.0.0".to_string()),
+            ("grpc_inference_port".to_string(), "9070".to_string()),
+            ("grpc_management_address".to_string(), "::1".to_string()),
+        ]);
+        let config = Config::from_properties(properties, &Cli::default()).expect("config");
+        assert_eq!(config.grpc_inference_address.to_string(), "0.0.0.0:9070");
+        assert_eq!(config.grpc_management_address.to_string(), "[::1]:7071");
+        let properties = BTreeMap::from([("enable_grpc_ssl".to_string(), "true".to_string())]);
+        let error = Config::from_properties(properties, &Cli::default()).expect_err("no key");
+        assert!(error.0.contains("enable_grpc_ssl"), "{error}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The one error type that crosses module boundaries in the server, and its mapping to
-//! TorchServe's wire form: an HTTP status plus `{"code", "type", "message"}` where `type` is the
-//! Java exception TorchServe would have thrown. The mapping lives here and nowhere else; the
-//! transports call [`ServeError::status`] and [`ServeError::body`].
+//! TorchServe's wire forms: an HTTP status plus `{"code", "type", "message"}` where `type` is the
+//! Java exception TorchServe would have thrown, and a gRPC status code plus the same message.
+//! The mapping lives here and nowhere else; the transports call [`ServeError::status`],
+//! [`ServeError::body`] and [`ServeError::grpc`].
 //!
 //! `Clone`, so one failed batch can answer every request in it.
 
@@ -194,6 +195,46 @@ impl ServeError {
             torchserve,
         }
     }
+
+    /// The gRPC status code and message: the REST message, under the code TorchServe's
+    /// `GRPCUtils.getGRPCStatusCode` gives the HTTP status. Two answers come from elsewhere in
+    /// TorchServe: a refused token is `GRPCInterceptor`'s PERMISSION_DENIED, and register or
+    /// unregister with the model API off is `ManagementImpl`'s PERMISSION_DENIED "Model API
+    /// disabled".
+    pub fn grpc(&self) -> (tonic::Code, String) {
+        use tonic::Code;
+        let code = match self {
+            ServeError::InvalidToken => Code::PermissionDenied,
+            ServeError::ModelApiDisabled => {
+                return (Code::PermissionDenied, "Model API disabled".into())
+            }
+            other => grpc_code(other.status()),
+        };
+        (code, self.body().message)
+    }
+}
+
+/// TorchServe's `GRPCUtils.getGRPCStatusCode`: the named statuses, then 2xx OK, other 4xx
+/// FAILED_PRECONDITION, other 5xx INTERNAL, anything else UNKNOWN.
+fn grpc_code(status: u16) -> tonic::Code {
+    use tonic::Code;
+    match status {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        413 | 429 => Code::ResourceExhausted,
+        416 => Code::OutOfRange,
+        499 => Code::Cancelled,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        200..=299 => Code::Ok,
+        402 | 405..=408 | 410..=412 | 414 | 415 | 417..=428 | 430..=498 => Code::FailedPrecondition,
+        500 | 502 | 505..=599 => Code::Internal,
+        _ => Code::Unknown,
+    }
 }
 
 impl From<oxserve_archiver::ArchiveError> for ServeError {
@@ -351,7 +392,29 @@ mod tests {
         for (error, status, kind) in table {
             let body = error.body();
             assert_eq!((body.code, body.kind), (status, kind), "{error:?}");
+            // gRPC: TorchServe's GRPCUtils table over the same status, and the same message.
+            use tonic::Code;
+            let code = match status {
+                400 if !matches!(error, ServeError::InvalidToken) => Code::InvalidArgument,
+                400 => Code::PermissionDenied,
+                403 => Code::PermissionDenied,
+                404 => Code::NotFound,
+                405 if matches!(error, ServeError::ModelApiDisabled) => Code::PermissionDenied,
+                405 => Code::FailedPrecondition,
+                408 => Code::FailedPrecondition,
+                409 => Code::Aborted,
+                413 => Code::ResourceExhausted,
+                503 => Code::Unavailable,
+                500 | 507 => Code::Internal,
+                other => panic!("no gRPC row for HTTP {other}"),
+            };
+            let (grpc_code, message) = error.grpc();
+            assert_eq!(grpc_code, code, "{error:?}");
+            if !matches!(error, ServeError::ModelApiDisabled) {
+                assert_eq!(message, body.message, "{error:?}");
+            }
         }
+        assert_eq!(ServeError::ModelApiDisabled.grpc().1, "Model API disabled");
         assert_eq!(
             ServeError::Internal("secret".into()).body().message,
             "Internal server error"

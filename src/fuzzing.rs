@@ -110,6 +110,15 @@ pub fn v2_request(data: &[u8]) {
     let _ = crate::http::v2::codec::encode(&echo, &decoded.request.outputs, true);
 }
 
+/// A gRPC `PredictionsRequest` message as it arrives (protobuf bytes, which tonic hands to
+/// prost), decoded and turned into handler inputs.
+pub fn grpc_predictions(data: &[u8]) {
+    use prost::Message as _;
+    if let Ok(mut request) = crate::grpc::proto::inference::PredictionsRequest::decode(data) {
+        let _ = crate::grpc::inference::request_items(&mut request);
+    }
+}
+
 /// An image request item, pre-processed by each built-in vision handler's settings.
 pub fn image(data: &[u8]) {
     for handler in image_handlers() {
@@ -129,6 +138,7 @@ fn literal_address(value: &str) -> bool {
     crate::config::host_port(value)
         .parse::<std::net::SocketAddr>()
         .is_ok()
+        || value.trim().parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Runs `read` on `data` written to a fresh temporary folder, which is removed afterwards.

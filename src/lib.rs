@@ -7,6 +7,10 @@
 //!   binary-data extension).
 //! - [`openinference`]: the KServe v2 / Open Inference Protocol without its transports: request
 //!   and response types, checks against the graph signature, infer, metadata, readiness.
+//!   call the model, encode, map errors.
+//! - [`grpc`]: TorchServe's gRPC services (inference 7070, management 7071) on tonic, over the
+//!   same calls as [`http`]; `build.rs` compiles `proto/`.
+//! - [`predict`]: one prediction for any transport: metrics, queueing, the answer's body bytes.
 //! - [`registry`]: models by name → versions → default; lookups only.
 //! - [`model`]: a loaded model version and `call()`, the one entry every transport ends in; [`model`]'s `load` unpacks an archive,
 //!   merges its settings and builds its handler, its `pool` starts, scales and stops workers.
@@ -21,7 +25,8 @@
 //! Around it:
 //! - [`spin`]: polling briefly instead of sleeping at once, while a core is free.
 //! - [`state`]: what every request handler can reach ([`state::AppState`]).
-//! - [`manage`]: register, scale, unregister, set-default (shared by the transports).
+//! - [`manage`]: register, scale, unregister, set-default, list, describe (shared by the
+//!   transports).
 //! - [`metrics`]: TorchServe's metrics (kept for `/metrics` or logged, by `metrics_mode`),
 //!   oxserve's per-model histograms, and the host sampler.
 //! - [`logging`]: the tracing subscriber: console plus TorchServe's `logs/` files.
@@ -47,6 +52,7 @@ pub mod download;
 pub mod error;
 pub mod fuzzing;
 pub mod gpu;
+pub mod grpc;
 pub mod handler;
 pub mod http;
 pub mod logging;
@@ -54,6 +60,7 @@ pub mod manage;
 pub mod metrics;
 pub mod model;
 pub mod openinference;
+pub mod predict;
 pub mod prepare;
 pub mod properties;
 pub mod registry;

@@ -1,7 +1,8 @@
 //! Model management operations, as TorchServe's `ApiUtils`: register, scale, unregister,
-//! set-default. Transport-neutral: the REST handlers (and gRPC later) parse parameters, call these,
-//! and encode the [`Status`] or [`ServeError`]. Loading and worker starts run off the async
-//! runtime; the registry is only touched for quick lookups and updates.
+//! set-default, and ([`inventory`]) list and describe. Transport-neutral: the REST and gRPC
+//! handlers parse parameters, call these, and encode the [`Status`] or [`ServeError`]. Loading
+//! and worker starts run off the async runtime; the registry is only touched for quick lookups
+//! and updates.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use crate::error::ServeError;
 use crate::model::{LoadRequest, ModelVersion, SettingsOverride};
 use crate::registry::AddError;
 use crate::state::AppState;
+
+mod inventory;
+pub use inventory::{describe, list};
 
 /// A successful management answer: HTTP status and the `status` text TorchServe sends.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
-//! Starting and stopping the server: load ONNX Runtime, bind the three listeners (the metrics one
-//! only with `enable_metrics_api`, as TorchServe), start the host-metrics sampler, load the
+//! Starting and stopping the server: load ONNX Runtime, bind the three HTTP listeners (the
+//! metrics one only with `enable_metrics_api`, as TorchServe) and the two gRPC ones, start the
+//! host-metrics sampler, load the
 //! startup models (off the async runtime), serve until the shutdown future resolves, then let
 //! in-flight requests finish and stop every worker.
 
@@ -27,6 +28,8 @@ pub struct Listeners {
     pub management: TcpListener,
     /// Absent when `enable_metrics_api=false`.
     pub metrics: Option<TcpListener>,
+    pub grpc_inference: TcpListener,
+    pub grpc_management: TcpListener,
 }
 
 /// Where a running server listens.
@@ -35,6 +38,8 @@ pub struct Addresses {
     pub inference: SocketAddr,
     pub management: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    pub grpc_inference: SocketAddr,
+    pub grpc_management: SocketAddr,
 }
 
 impl Listeners {
@@ -55,6 +60,9 @@ impl Listeners {
                 true => Some(bind("metrics_address", config.metrics_address).await?),
                 false => None,
             },
+            grpc_inference: bind("grpc_inference_address", config.grpc_inference_address).await?,
+            grpc_management: bind("grpc_management_address", config.grpc_management_address)
+                .await?,
         })
     }
 
@@ -67,6 +75,8 @@ impl Listeners {
                 .as_ref()
                 .map(TcpListener::local_addr)
                 .transpose()?,
+            grpc_inference: self.grpc_inference.local_addr()?,
+            grpc_management: self.grpc_management.local_addr()?,
         })
     }
 }
@@ -241,9 +251,19 @@ pub async fn run(
         scheme(|tls| tls.management),
         addresses.management,
     );
+    let grpc_scheme = match &tls {
+        Some((_, settings)) if settings.grpc => " (TLS)",
+        _ => "",
+    };
+    tracing::info!(
+        "gRPC inference API on {}{grpc_scheme}, gRPC management API on {}{grpc_scheme}",
+        addresses.grpc_inference,
+        addresses.grpc_management,
+    );
     let inference_workers = io_threads(&state.config);
     let data = actix_web::web::Data::from(Arc::clone(&state));
     let mut servers = Vec::new();
+    let mut grpc_servers = Vec::new();
     let tls_for = |wanted: fn(&crate::config::TlsSettings) -> bool| {
         tls.as_ref()
             .filter(|(_, settings)| wanted(settings))
@@ -288,12 +308,53 @@ pub async fn run(
             .map_err(|error| format!("cannot start a listener: {error}"))?;
         servers.push(tokio::spawn(server));
     }
+    let grpc_listeners = [
+        (
+            listeners.grpc_inference,
+            Api::Inference,
+            tonic::service::Routes::new(crate::grpc::inference::service(Arc::clone(&state))),
+        ),
+        (
+            listeners.grpc_management,
+            Api::Management,
+            tonic::service::Routes::new(crate::grpc::management::service(Arc::clone(&state))),
+        ),
+    ];
+    // The inference listener's thread count, as for REST.
+    let grpc_runtime = crate::grpc::listener::runtime(inference_workers)
+        .map_err(|error| format!("cannot start the gRPC runtime: {error}"))?;
+    for (socket, api, routes) in grpc_listeners {
+        let mut stop = stop.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let settings = crate::grpc::listener::Settings {
+            api,
+            auth: Arc::clone(&state.auth),
+            tls: tls
+                .as_ref()
+                .filter(|(_, settings)| settings.grpc)
+                .map(|(_, settings)| settings.clone()),
+            max_request_size: state.config.max_request_size,
+        };
+        let socket = socket.into_std().map_err(|error| error.to_string())?;
+        let server = crate::grpc::listener::serve(socket, routes, settings, signal);
+        grpc_servers.push(grpc_runtime.spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!("{error}");
+            }
+        }));
+    }
     shutdown.await;
     tracing::info!("shutting down: finishing in-flight requests");
     let _ = stop_sender.send(true);
     for server in servers {
         let _ = server.await;
     }
+    for server in grpc_servers {
+        let _ = server.await;
+    }
+    grpc_runtime.shutdown_background();
     snapshotter::save(&state, SnapshotKind::Shutdown).await;
     state.auth.remove_key_file();
     if let Some(sampler) = sampler {

@@ -31,7 +31,7 @@ fn workspace() -> (tempfile::TempDir, u16) {
     std::fs::copy(&archive, store.join("digits.mar")).unwrap();
     let port = free_port();
     let config = format!(
-        "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\n",
+        "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\n",
         free_port(),
         free_port()
     );

@@ -21,6 +21,7 @@ const TARGETS: [(&str, Target); 9] = [
     ("multipart", oxserve::fuzzing::multipart),
     ("image", oxserve::fuzzing::image),
     ("v2_request", oxserve::fuzzing::v2_request),
+    ("grpc_predictions", oxserve::fuzzing::grpc_predictions),
 ];
 
 /// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];

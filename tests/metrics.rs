@@ -350,7 +350,7 @@ async fn the_binary_writes_torchserves_log_files_where_the_environment_says() {
     std::fs::write(
         dir.path().join("config.properties"),
         format!(
-            "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\n",
+            "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\n",
             free_port(),
             free_port()
         ),

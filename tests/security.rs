@@ -298,7 +298,7 @@ async fn every_acknowledged_model_survives_kill_9() {
     std::fs::write(
         dir.path().join("config.properties"),
         format!(
-            "inference_address=http://127.0.0.1:{inference}\nmanagement_address=http://127.0.0.1:{management}\nmetrics_address=http://127.0.0.1:{}\nmodel_store={}\nenable_model_api=true\ndisable_token_authorization=true\n",
+            "inference_address=http://127.0.0.1:{inference}\nmanagement_address=http://127.0.0.1:{management}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\nmodel_store={}\nenable_model_api=true\ndisable_token_authorization=true\n",
             free(),
             store.display()
         ),
@@ -393,31 +393,12 @@ async fn every_acknowledged_model_survives_kill_9() {
     let _ = restarted.wait();
 }
 
-/// A throw-away CA and a server certificate it signed for 127.0.0.1, as PEM files in `dir`:
-/// (CA certificate PEM, certificate file, key file).
-fn test_certificates(dir: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let certificate = dir.join("server.pem");
-    let key = dir.join("server.key");
-    std::fs::write(&certificate, server.pem()).unwrap();
-    std::fs::write(&key, server_key.serialize_pem()).unwrap();
-    (ca.pem(), certificate, key)
-}
-
 /// `https://` addresses with TorchServe's `private_key_file` / `certificate_file`: every
 /// listener speaks TLS with the configured certificate, and plain HTTP gets no answer there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_listeners_serve_with_the_configured_certificate() {
     let certificates = tempfile::tempdir().unwrap();
-    let (ca, certificate, key) = test_certificates(certificates.path());
+    let (ca, certificate, key) = common::test_certificates(certificates.path());
     let client = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::grpc::GrpcSpec;
 use crate::load::{self, LoadSpec, Window};
 use crate::models::Model;
 use crate::report::{BareCase, Latency, ServerCase};
@@ -39,6 +40,8 @@ pub struct Sweep<'a> {
     pub http_floor: Option<usize>,
     /// Also send the ready tensor as KServe v2 raw-tensor requests at these concurrencies.
     pub v2_concurrencies: &'a [usize],
+    /// Also drive gRPC `Predictions` on the same server, at the lowest and highest concurrency.
+    pub grpc: bool,
 }
 
 /// The cases of one sweep, the bare runs that bracket them, and the HTTP floor when it was asked
@@ -48,6 +51,8 @@ pub struct SweepOutcome {
     /// One more than the cases: case `i` lies between bare runs `i` and `i + 1`.
     pub limits: Vec<BareCase>,
     pub http_floor: Option<ServerCase>,
+    /// The gRPC cases, when asked for.
+    pub grpc: Vec<ServerCase>,
 }
 
 /// Runs the sweep. `limit` measures bare ONNX Runtime at the sweep's batch size (its argument is
@@ -111,6 +116,22 @@ pub fn run_sweep(
         }
         None => None,
     };
+    let mut grpc = Vec::new();
+    if sweep.grpc {
+        let lowest = sweep.concurrencies.iter().copied().min();
+        let highest = sweep.concurrencies.iter().copied().max();
+        for concurrency in [lowest, highest].into_iter().flatten() {
+            if grpc
+                .iter()
+                .any(|case: &ServerCase| case.concurrency == concurrency)
+            {
+                continue;
+            }
+            eprintln!("  oxserve {name} over gRPC concurrency={concurrency} ...");
+            grpc.push(run_case(runtime, &server, sweep, concurrency, Load::Grpc)?);
+            server.check_alive()?;
+        }
+    }
     let (errors, warnings) = server.log_problems();
     if errors + warnings > 0 {
         eprintln!(
@@ -123,6 +144,7 @@ pub fn run_sweep(
         cases,
         limits,
         http_floor,
+        grpc,
     })
 }
 
@@ -136,6 +158,8 @@ enum Load {
     /// `GET /ping`: the cheapest request the server answers, so the cost of HTTP itself (keep-alive
     /// connection, parsing, routing, the access-log line, the answer) on this machine.
     Ping,
+    /// The same body as the `data` input of gRPC `Predictions`.
+    Grpc,
 }
 
 /// One concurrency: load, RSS sampling and CPU accounting run side by side on the harness's
@@ -152,7 +176,7 @@ fn run_case(
     let (batches_before, rows_before, run_before) = server.batch_counters(name)?;
     let window = Window::after(sweep.timing.warmup, sweep.timing.duration);
     let (path, body) = match load {
-        Load::Predictions => (
+        Load::Predictions | Load::Grpc => (
             format!("/predictions/{name}"),
             Some(sweep.model.body.clone()),
         ),
@@ -162,19 +186,30 @@ fn run_case(
         ),
         Load::Ping => ("/ping".into(), None),
     };
-    let spec = LoadSpec {
-        address: server.inference,
-        path,
-        body,
-        concurrency,
+    let driven = async {
+        match load {
+            Load::Grpc => {
+                let spec = GrpcSpec {
+                    address: server.grpc_inference,
+                    model: name.clone(),
+                    body: sweep.model.body.clone(),
+                    concurrency,
+                };
+                crate::grpc::drive(spec, window).await
+            }
+            Load::Predictions | Load::Ping => {
+                let spec = LoadSpec {
+                    address: server.inference,
+                    path,
+                    body,
+                    concurrency,
+                };
+                load::drive(spec, window).await
+            }
+        }
     };
-    let (outcome, rss_max_mib, cpu) = runtime.block_on(async {
-        tokio::join!(
-            load::drive(spec, window),
-            sample_rss(pid, window),
-            cpu_during(pid, window)
-        )
-    });
+    let (outcome, rss_max_mib, cpu) = runtime
+        .block_on(async { tokio::join!(driven, sample_rss(pid, window), cpu_during(pid, window)) });
     let (batches_after, rows_after, run_after) = server.batch_counters(name)?;
     if let Some(error) = &outcome.first_error {
         eprintln!("  {} errors; the first: {error}", outcome.errors);
@@ -190,6 +225,7 @@ fn run_case(
             Load::Predictions => name.clone(),
             Load::V2Tensor => format!("{name} v2"),
             Load::Ping => "GET /ping".into(),
+            Load::Grpc => format!("{name} (gRPC)"),
         },
         batch_size: sweep.batch_size,
         concurrency,

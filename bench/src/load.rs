@@ -43,12 +43,12 @@ pub struct LoadOutcome {
 }
 
 impl LoadOutcome {
-    fn error(&mut self, what: String) {
+    pub(crate) fn error(&mut self, what: String) {
         self.errors += 1;
         self.first_error.get_or_insert(what);
     }
 
-    fn merge(&mut self, other: LoadOutcome) {
+    pub(crate) fn merge(&mut self, other: LoadOutcome) {
         self.latencies.extend(other.latencies);
         self.errors += other.errors;
         if self.first_error.is_none() {
@@ -74,7 +74,7 @@ impl Window {
         }
     }
 
-    fn contains(&self, instant: Instant) -> bool {
+    pub(crate) fn contains(&self, instant: Instant) -> bool {
         instant >= self.from && instant <= self.to
     }
 }

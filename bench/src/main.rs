@@ -10,12 +10,14 @@
 //! - [`bare`]: the limit, bare ONNX Runtime on ready tensors.
 //! - [`server`]: the oxserve process under test: spawn, stop, RSS and CPU from /proc.
 //! - [`load`]: the closed-loop HTTP load generator.
+//! - [`grpc`]: the same closed loop over gRPC `Predictions`.
 //! - [`cases`]: the server sweep over concurrencies, with samplers beside the load.
 //! - [`probes`]: pre-processing cost, cold start, memory with two models.
 //! - [`report`]: `BENCH {json}` lines, tables, and the summary against the targets.
 
 mod bare;
 mod cases;
+mod grpc;
 mod load;
 mod models;
 mod probes;
@@ -151,6 +153,7 @@ fn main() -> anyhow::Result<()> {
     let mut bare_cases: Vec<BareCase> = Vec::new();
     let mut server_cases: Vec<ServerCase> = Vec::new();
     let mut http_floor: Option<ServerCase> = None;
+    let mut grpc_cases: Vec<ServerCase> = Vec::new();
     for (model_index, model) in models.iter().enumerate() {
         for (batch_index, &batch) in args.batch_sizes.iter().enumerate() {
             // The limit: one session at a time for the lone client's latency, then the server's
@@ -194,6 +197,8 @@ fn main() -> anyhow::Result<()> {
                 } else {
                     &[]
                 },
+                // gRPC beside REST on the digits CNN's first server.
+                grpc: model.name == "digits" && batch_index == 0,
             };
             let bracket = timing.duration.min(BRACKET);
             let mut limit = |phase| bare_run(phase, sessions, bracket);
@@ -205,6 +210,10 @@ fn main() -> anyhow::Result<()> {
             for case in &outcome.cases {
                 report::emit("server", case);
             }
+            for case in &outcome.grpc {
+                report::emit("grpc", case);
+            }
+            grpc_cases.extend(outcome.grpc);
             bare_cases.push(lone);
             bare_cases.extend(outcome.limits);
             server_cases.extend(outcome.cases);
@@ -228,6 +237,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(floor) = &http_floor {
         report::print_http_floor(floor, &server_cases);
     }
+    report::print_grpc(&grpc_cases, &server_cases);
     if args.quick {
         println!(
             "\n(--quick: windows too short for the figures below to mean anything; a smoke run)"

@@ -188,7 +188,7 @@ pub fn cold_start(binaries: &Binaries, root: &Path, runs: usize) -> anyhow::Resu
         let config = dir.path().join("config.properties");
         std::fs::write(
             &config,
-            format!("inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\n"),
+            format!("inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\ngrpc_inference_port=0\ngrpc_management_port=0\n"),
         )?;
         let pid_file = dir.path().join("oxserve.pid");
         let oxserve = |action: &str| {

@@ -221,6 +221,45 @@ pub fn print_http_floor(floor: &ServerCase, cases: &[ServerCase]) {
     }
 }
 
+/// gRPC beside REST on the same server: p50 at the lowest concurrency (target: within 0.1 ms of
+/// REST's) and throughput at the highest (target: within 10 % of REST's).
+pub fn print_grpc(grpc: &[ServerCase], rest: &[ServerCase]) {
+    if grpc.is_empty() {
+        return;
+    }
+    println!("\ngRPC Predictions beside REST (same server, same body):");
+    let highest = grpc.iter().map(|case| case.concurrency).max().unwrap_or(1);
+    for case in grpc {
+        let name = case.model.trim_end_matches(" (gRPC)");
+        let Some(twin) = rest.iter().find(|twin| {
+            twin.model == name
+                && twin.batch_size == case.batch_size
+                && twin.concurrency == case.concurrency
+        }) else {
+            continue;
+        };
+        let delta = case.latency.p50_ms - twin.latency.p50_ms;
+        let ratio = case.rps / twin.rps.max(f64::MIN_POSITIVE);
+        let verdict = match case.concurrency == highest && case.concurrency > 1 {
+            true => format!(
+                "saturated req/s {:.1} % of REST's (target >= 90 %)",
+                ratio * 100.0
+            ),
+            false => format!("p50 {delta:+.3} ms vs REST (target <= +0.100 ms)"),
+        };
+        println!(
+            "  {name} batch {} concurrency {}: gRPC {:.0} req/s p50 {:.3} ms, REST {:.0} req/s p50 {:.3} ms, {} errors: {verdict}",
+            case.batch_size,
+            case.concurrency,
+            case.rps,
+            case.latency.p50_ms,
+            twin.rps,
+            twin.latency.p50_ms,
+            case.errors
+        );
+    }
+}
+
 /// How a figure stands against its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

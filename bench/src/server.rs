@@ -28,6 +28,8 @@ pub struct Binaries {
 pub struct ServerProcess {
     child: Child,
     pub inference: SocketAddr,
+    /// The gRPC inference API (TorchServe's `InferenceAPIsService`).
+    pub grpc_inference: SocketAddr,
     pub metrics: SocketAddr,
     log: PathBuf,
     /// Holds config.properties, the pid file and the log; removed with the server.
@@ -41,9 +43,10 @@ impl ServerProcess {
         let dir = tempfile::Builder::new()
             .prefix("oxserve-bench-server-")
             .tempdir()?;
-        let [inference, management, metrics] = free_ports()?;
+        let [inference, management, metrics, grpc_inference] = free_ports()?;
         let mut properties = format!(
-            "inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\nmodel_store={}\nload_models=all\ndisable_token_authorization=true\n",
+            "inference_address=http://{inference}\nmanagement_address=http://{management}\nmetrics_address=http://{metrics}\ngrpc_inference_port={}\ngrpc_management_port=0\nmodel_store={}\nload_models=all\ndisable_token_authorization=true\n",
+            grpc_inference.port(),
             store.display()
         );
         for line in extra {
@@ -74,6 +77,7 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child,
             inference,
+            grpc_inference,
             metrics,
             log,
             _dir: dir,
@@ -176,17 +180,16 @@ impl Drop for ServerProcess {
 
 /// Three ports the kernel says are free. They are released before the server binds them, so
 /// another program could take one in between; the server would then fail to start and say so.
-pub fn free_ports() -> anyhow::Result<[SocketAddr; 3]> {
-    let listeners = [
-        TcpListener::bind("127.0.0.1:0")?,
-        TcpListener::bind("127.0.0.1:0")?,
-        TcpListener::bind("127.0.0.1:0")?,
-    ];
-    Ok([
-        listeners[0].local_addr()?,
-        listeners[1].local_addr()?,
-        listeners[2].local_addr()?,
-    ])
+pub fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+    // All bound at once, so that they differ; released before the server binds them.
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let mut addresses = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for (address, listener) in addresses.iter_mut().zip(&listeners) {
+        *address = listener.local_addr()?;
+    }
+    Ok(addresses)
 }
 
 /// Resident memory of a process (VmRSS), in MiB.

@@ -3,8 +3,6 @@
 //! `--data-binary`) or `multipart/form-data` / url-encoded forms, where every `data`/`body` part is
 //! one input; several inputs in one request are answered as a JSON list, in order.
 
-use std::time::Instant;
-
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -40,13 +38,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// 200 `Healthy` when every model has at least its minimum of live workers, else 500.
 async fn ping(state: State) -> HttpResponse {
-    let healthy = crate::openinference::server_ready(&state.registry);
-    let (status, word) = if healthy {
-        (StatusCode::OK, "Healthy")
-    } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, "Unhealthy")
+    let (healthy, answer) = crate::predict::health(&state);
+    let status = match healthy {
+        true => StatusCode::OK,
+        false => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    json_response(status, &serde_json::json!({ "status": word }))
+    json_response(status, &answer)
 }
 
 async fn predict_default(
@@ -88,29 +85,13 @@ async fn predict(
     let limits = BodyLimits::of(&state.config);
     let body = read_body(payload, declared_length(&request), limits).await?;
     let items = request_items(body, content_type, state.config.max_request_parts)?;
-    let several = items.len() > 1;
-    // TorchServe's labels: the model as named, the version as requested ("default" if none).
-    let version_label = version.as_deref().unwrap_or("default");
-    state.metrics.record_inference_request(&name, version_label);
-    let started = Instant::now();
-    let inferred = model.infer_request(items, request_id).await?;
-    state.metrics.record_inference_latency(
-        &name,
-        version_label,
-        started.elapsed(),
-        inferred.queue_wait,
-    );
-    let mut answers = inferred.answers;
-    let answer = if several {
-        serde_json::Value::Array(answers)
-    } else {
-        answers.pop().ok_or(ServeError::InvalidResponse)?
+    let prediction = crate::predict::Prediction {
+        model,
+        version,
+        items,
+        request_id,
     };
-    // Python's json.dumps(answer, indent=2), which is what TorchServe's workers send.
-    let body = serde_json::to_vec_pretty(&answer).map_err(|_| ServeError::InvalidResponse)?;
-    if body.len() > state.config.max_response_size {
-        return Err(ServeError::InvalidResponse);
-    }
+    let body = crate::predict::run(&state, prediction).await?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body))

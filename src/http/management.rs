@@ -6,8 +6,6 @@
 //! [`crate::manage`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,8 +13,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::{json_response, method_not_allowed, not_found, openapi, read_body, BodyLimits, State};
 use crate::error::ServeError;
 use crate::manage::{self, RegisterParams, ScaleParams, Status};
-use crate::model::{Device, ModelVersion};
-use crate::worker::WorkerStatus;
 
 /// The management listener's routes (more specific paths first: actix matches in order).
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -281,48 +277,28 @@ async fn set_default(
     Ok(status_response(status, &[]))
 }
 
-/// `GET /models?limit=&next_page_token=` as `ApiUtils.getModelList`: default versions only,
-/// sorted by name, limit clamped to 100, `nextPageToken` only when more remain.
+/// `GET /models?limit=&next_page_token=`: [`manage::list`]; a value that is not an integer is
+/// 400, an empty one counts as absent (TorchServe's `NettyUtils.getIntParameter`).
 async fn list(state: State, request: HttpRequest) -> Result<HttpResponse, ServeError> {
     let query = query_map(&request);
-    // An empty value counts as absent, as TorchServe's `NettyUtils.getIntParameter`.
-    let number = |key: &str, default: i64| -> Result<i64, ServeError> {
+    let number = |key: &str| -> Result<Option<i64>, ServeError> {
         match query.get(key).filter(|value| !value.is_empty()) {
-            None => Ok(default),
-            Some(value) => value.parse().map_err(|_| {
+            None => Ok(None),
+            Some(value) => value.parse().map(Some).map_err(|_| {
                 ServeError::BadRequest(format!("Parameter {key} must be an integer, got {value:?}"))
             }),
         }
     };
-    let mut limit = number("limit", 100)?;
-    if !(0..=100).contains(&limit) {
-        limit = 100;
-    }
-    let token = number("next_page_token", 0)?.max(0) as usize;
-    let models = state.registry.defaults();
-    let page: Vec<serde_json::Value> = models
-        .iter()
-        .skip(token)
-        .take(limit as usize)
-        .map(|model| serde_json::json!({ "modelName": model.name, "modelUrl": model.url }))
-        .collect();
-    let mut body = serde_json::Map::new();
-    if token + (limit as usize) < models.len() {
-        body.insert(
-            "nextPageToken".into(),
-            (token + limit as usize).to_string().into(),
-        );
-    }
-    body.insert("models".into(), serde_json::Value::Array(page));
-    Ok(json_response(StatusCode::OK, &body))
+    let listed = manage::list(&state, number("limit")?, number("next_page_token")?);
+    Ok(json_response(StatusCode::OK, &listed))
 }
 
 async fn describe_default(
     state: State,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ServeError> {
-    let model = state.registry.get(&path, None)?;
-    described(vec![model]).await
+    let described = manage::describe(&state, &path, None).await?;
+    Ok(json_response(StatusCode::OK, &described))
 }
 
 async fn describe_version(
@@ -330,134 +306,6 @@ async fn describe_version(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServeError> {
     let (model, version) = path.into_inner();
-    let models = if version == "all" {
-        state
-            .registry
-            .versions(&model)?
-            .into_iter()
-            .map(|(model, _)| model)
-            .collect()
-    } else {
-        vec![state.registry.get(&model, Some(&version))?]
-    };
-    described(models).await
-}
-
-/// Describes off the reactor: a GPU worker's `gpuUsage` comes from `nvidia-smi`.
-async fn described(models: Vec<Arc<ModelVersion>>) -> Result<HttpResponse, ServeError> {
-    let described = tokio::task::spawn_blocking(move || {
-        let gpu_usage = match models
-            .iter()
-            .any(|model| model.settings.device != Device::Cpu)
-        {
-            true => crate::gpu::readings(),
-            false => BTreeMap::new(),
-        };
-        models
-            .iter()
-            .map(|model| describe(model, &gpu_usage))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|error| ServeError::Internal(format!("describing failed: {error}")))?;
+    let described = manage::describe(&state, &model, Some(&version)).await?;
     Ok(json_response(StatusCode::OK, &described))
-}
-
-/// Resident memory of this process in bytes (`VmRSS`). Workers are threads of one process, so this
-/// is what each worker's `memoryUsage` reports: TorchServe's per-worker processes have no
-/// counterpart to split it by.
-fn process_memory() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| {
-                    value
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-        })
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// TorchServe's `DescribeModelResponse`, field for field and in its order.
-fn describe(
-    model: &ModelVersion,
-    gpu_usage: &BTreeMap<u32, crate::gpu::GpuReading>,
-) -> serde_json::Value {
-    let memory = process_memory();
-    let settings = &model.settings;
-    let (min_workers, max_workers) = model.worker_range();
-    let (pending, remaining) = model.queue_status();
-    let workers: Vec<serde_json::Value> = model
-        .worker_snapshot()
-        .into_iter()
-        .map(|worker| {
-            let gpu_usage = match worker.gpu {
-                Some(gpu) => gpu_usage.get(&gpu).map_or_else(
-                    // TorchServe's words when its query fails.
-                    || "failed to obtained gpu usage".to_string(),
-                    |reading| reading.describe(gpu),
-                ),
-                None => "N/A".to_string(),
-            };
-            serde_json::json!({
-                "id": worker.id.to_string(),
-                "startTime": iso_time(worker.started),
-                "status": match worker.status {
-                    WorkerStatus::Ready => "READY",
-                    WorkerStatus::Starting => "STARTING",
-                    WorkerStatus::Stopping => "UNLOADING",
-                    WorkerStatus::Stopped => "STOPPED",
-                },
-                "memoryUsage": memory,
-                "pid": std::process::id(),
-                "gpu": worker.gpu.is_some(),
-                "gpuUsage": gpu_usage
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "modelName": model.name,
-        "modelVersion": model.version,
-        "modelUrl": model.url,
-        "engine": "ONNXRuntime",
-        "runtime": model.archive.manifest.runtime,
-        "minWorkers": min_workers,
-        "maxWorkers": max_workers,
-        "batchSize": settings.batch_size,
-        "maxBatchDelay": settings.max_batch_delay.as_millis() as u64,
-        "responseTimeout": settings.response_timeout.as_secs(),
-        "startupTimeout": 120,
-        "maxRetryTimeoutInSec": 300,
-        "clientTimeoutInMills": 0,
-        "parallelType": "",
-        "parallelLevel": 0,
-        "deviceType": settings.device.kind(),
-        "deviceIds": settings.device.chosen_ids(),
-        "continuousBatching": false,
-        "useJobTicket": false,
-        "useVenv": false,
-        "stateful": false,
-        "sequenceMaxIdleMSec": 0,
-        "sequenceTimeoutMSec": 0,
-        "maxNumSequence": 0,
-        "maxSequenceJobQueueSize": 0,
-        "status": if model.live_workers() >= min_workers { "Healthy" } else { "Unhealthy" },
-        "loadedAtStartup": model.loaded_at_startup,
-        "workers": workers,
-        "jobQueueStatus": { "remainingCapacity": remaining, "pendingRequests": pending }
-    })
-}
-
-/// `2025-03-17T11:20:57.123Z`, TorchServe's (Gson's) date format.
-fn iso_time(time: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(time)
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-        .to_string()
 }

@@ -140,6 +140,8 @@ impl TestServer {
             ("inference_address", "http://127.0.0.1:0"),
             ("management_address", "http://127.0.0.1:0"),
             ("metrics_address", "http://127.0.0.1:0"),
+            ("grpc_inference_port", "0"),
+            ("grpc_management_port", "0"),
             ("load_models", "all"),
         ]
         .into_iter()
@@ -328,4 +330,23 @@ pub async fn digit_answer(server: &TestServer, path: &str, digit: u32) -> String
         .text()
         .await
         .unwrap()
+}
+
+/// A throw-away CA and a server certificate it signed for 127.0.0.1, as PEM files in `dir`:
+/// (CA certificate PEM, certificate file, key file).
+pub fn test_certificates(dir: &Path) -> (String, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let certificate = dir.join("server.pem");
+    let key = dir.join("server.key");
+    std::fs::write(&certificate, server.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+    (ca.pem(), certificate, key)
 }

@@ -1,0 +1,3 @@
+
+mnist2.0
+body‰PNG"seq-1
