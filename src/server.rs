@@ -321,7 +321,7 @@ pub async fn run(
         ),
     ];
     // The inference listener's thread count, as for REST.
-    let grpc_runtime = crate::grpc::listener::runtime(inference_workers)
+    let grpc_runtime = crate::grpc::listener::GrpcRuntime::start(inference_workers)
         .map_err(|error| format!("cannot start the gRPC runtime: {error}"))?;
     for (socket, api, routes) in grpc_listeners {
         let mut stop = stop.clone();
@@ -339,7 +339,7 @@ pub async fn run(
         };
         let socket = socket.into_std().map_err(|error| error.to_string())?;
         let server = crate::grpc::listener::serve(socket, routes, settings, signal);
-        grpc_servers.push(grpc_runtime.spawn(async move {
+        grpc_servers.extend(grpc_runtime.spawn(async move {
             if let Err(error) = server.await {
                 tracing::error!("{error}");
             }
@@ -354,7 +354,7 @@ pub async fn run(
     for server in grpc_servers {
         let _ = server.await;
     }
-    grpc_runtime.shutdown_background();
+    drop(grpc_runtime);
     snapshotter::save(&state, SnapshotKind::Shutdown).await;
     state.auth.remove_key_file();
     if let Some(sampler) = sampler {

@@ -46,22 +46,44 @@ impl Limits {
     }
 }
 
-/// The runtime the gRPC listeners run on: `threads` workers under the HTTP threads' scheduling
+/// The runtime the gRPC listeners run on: worker threads under the HTTP threads' scheduling
 /// policy ([`oxserve_sys::defer_to_workers`]), so that gRPC and REST requests compete with the
-/// model workers alike, and apart from the server's control runtime. Shut down with
-/// `shutdown_background` once its listeners have stopped (it cannot be dropped on an async
-/// thread).
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("oxserve-grpc")
-        .on_thread_start(|| {
-            if let Err(error) = oxserve_sys::defer_to_workers() {
-                tracing::debug!("cannot set the gRPC thread's scheduling policy: {error}");
-            }
-        })
-        .enable_all()
-        .build()
+/// model workers alike, apart from the server's control runtime. Dropping it stops its threads
+/// without waiting, which is allowed on an async thread (dropping a `Runtime` there is not).
+pub struct GrpcRuntime(Option<tokio::runtime::Runtime>);
+
+impl GrpcRuntime {
+    /// Starts `threads` worker threads.
+    pub fn start(threads: usize) -> std::io::Result<GrpcRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("oxserve-grpc")
+            .on_thread_start(|| {
+                if let Err(error) = oxserve_sys::defer_to_workers() {
+                    tracing::debug!("cannot set the gRPC thread's scheduling policy: {error}");
+                }
+            })
+            .enable_all()
+            .build()?;
+        Ok(GrpcRuntime(Some(runtime)))
+    }
+
+    /// Runs `task` on the runtime's threads.
+    pub fn spawn<F>(&self, task: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().map(|runtime| runtime.spawn(task))
+    }
+}
+
+impl Drop for GrpcRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Serves `routes` on `listener` until `signal` resolves and in-flight calls are done.
