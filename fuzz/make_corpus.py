@@ -170,3 +170,25 @@ seed("grpc_predictions", "digit.pb", field(1, b"mnist") + entry("data", digit))
 seed("grpc_predictions", "versioned-body.pb",
      field(1, b"mnist") + field(2, b"2.0") + entry("body", b"\x89PNG") + field(4, b"seq-1"))
 seed("grpc_predictions", "no-data.pb", field(1, b"mnist") + entry("other", b"x") + entry("data", b""))
+
+# KServe v2 gRPC ModelInferRequest messages (1 model_name, 5 inputs: 1 name, 2 datatype, 3 shape
+# (packed int64), 5 contents (6 fp32_contents, packed); 7 raw_input_contents)
+import struct
+
+
+def packed_varints(numbers):
+    return b"".join(varint(number) for number in numbers)
+
+
+def tensor(name, datatype, shape, contents=b""):
+    body = field(1, name.encode()) + field(2, datatype.encode()) + field(3, packed_varints(shape))
+    return field(5, body + (field(5, contents) if contents else b""))
+
+
+floats = struct.pack("<3f", 1.0, 2.0, 3.0)
+seed("grpc_model_infer", "typed-fp32.pb", field(1, b"m") + tensor("x", "FP32", [1, 3], field(6, floats)))
+seed("grpc_model_infer", "raw-fp32.pb", field(1, b"m") + tensor("x", "FP32", [1, 3]) + field(7, floats))
+seed("grpc_model_infer", "raw-several.pb",
+     field(1, b"m") + tensor("ids", "INT64", [1, 2]) + tensor("mask", "BOOL", [1, 2])
+     + tensor("pixels", "UINT8", [2, 2]) + field(7, struct.pack("<2q", 5, 6))
+     + field(7, b"\x01\x00") + field(7, b"\x01\x02\x03\x04"))

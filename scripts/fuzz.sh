@@ -16,7 +16,8 @@ seconds="${1:-900}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(properties snapshot model_config handler_config archive tensor_request multipart image v2_request)
+  targets=(properties snapshot model_config handler_config archive tensor_request multipart image v2_request
+    grpc_predictions grpc_model_infer)
 fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -110,6 +110,21 @@ pub fn v2_request(data: &[u8]) {
     let _ = crate::http::v2::codec::encode(&echo, &decoded.request.outputs, true);
 }
 
+/// A KServe v2 gRPC `ModelInferRequest` as it arrives (protobuf bytes), decoded by prost, mapped
+/// to the protocol's request, and checked against the tensor handlers' graphs.
+pub fn grpc_model_infer(data: &[u8]) {
+    use prost::Message as _;
+    let Ok(request) = crate::grpc::proto::kserve::ModelInferRequest::decode(data) else {
+        return;
+    };
+    let Ok((request, _)) = crate::grpc::open_inference::infer_request(request) else {
+        return;
+    };
+    for handler in tensor_handlers() {
+        let _ = crate::openinference::validate::items(request.clone(), handler.signature());
+    }
+}
+
 /// A gRPC `PredictionsRequest` message as it arrives (protobuf bytes, which tonic hands to
 /// prost), decoded and turned into handler inputs.
 pub fn grpc_predictions(data: &[u8]) {

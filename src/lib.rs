@@ -8,9 +8,11 @@
 //! - [`openinference`]: the KServe v2 / Open Inference Protocol without its transports: request
 //!   and response types, checks against the graph signature, infer, metadata, readiness.
 //!   call the model, encode, map errors.
-//! - [`grpc`]: TorchServe's gRPC services (inference 7070, management 7071) on tonic, over the
-//!   same calls as [`http`]; `build.rs` compiles `proto/`.
-//! - [`predict`]: one prediction for any transport: metrics, queueing, the answer's body bytes.
+//! - [`grpc`]: TorchServe's gRPC services (inference 7070, management 7071) and KServe v2's
+//!   `GRPCInferenceService` (on 7070) on tonic, over the same calls as [`http`]; `build.rs`
+//!   compiles `proto/`.
+//! - [`predict`]: one prediction for any transport: metrics, queueing, the answer's body bytes
+//!   (and the same metrics around a v2 request).
 //! - [`registry`]: models by name → versions → default; lookups only.
 //! - [`model`]: a loaded model version and `call()`, the one entry every transport ends in; [`model`]'s `load` unpacks an archive,
 //!   merges its settings and builds its handler, its `pool` starts, scales and stops workers.

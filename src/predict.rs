@@ -34,19 +34,12 @@ pub async fn run(state: &AppState, prediction: Prediction) -> Result<Vec<u8>, Se
         request_id,
     } = prediction;
     let several = items.len() > 1;
-    // TorchServe's labels: the model as named, the version as requested ("default" if none).
-    let version_label = version.as_deref().unwrap_or("default");
-    state
-        .metrics
-        .record_inference_request(&model.name, version_label);
-    let started = Instant::now();
-    let inferred = model.infer_request(items, request_id).await?;
-    state.metrics.record_inference_latency(
-        &model.name,
-        version_label,
-        started.elapsed(),
-        inferred.queue_wait,
-    );
+    let inferred = measured(state, &model.name, version.as_deref(), async {
+        let inferred = model.infer_request(items, request_id).await?;
+        let queue_wait = inferred.queue_wait;
+        Ok((inferred, queue_wait))
+    })
+    .await?;
     let mut answers = inferred.answers;
     let answer = if several {
         serde_json::Value::Array(answers)
@@ -58,6 +51,40 @@ pub async fn run(state: &AppState, prediction: Prediction) -> Result<Vec<u8>, Se
         return Err(ServeError::InvalidResponse);
     }
     Ok(body)
+}
+
+/// Runs a KServe v2 request (any transport) on `model`, with the same metrics as [`run`].
+pub async fn run_v2(
+    state: &AppState,
+    model: &ModelVersion,
+    version: Option<&str>,
+    request: crate::openinference::InferRequest,
+    request_id: String,
+) -> Result<crate::openinference::InferResponse, ServeError> {
+    measured(state, &model.name, version, async {
+        let response = crate::openinference::infer(model, request, request_id).await?;
+        let queue_wait = response.queue_wait;
+        Ok((response, queue_wait))
+    })
+    .await
+}
+
+/// Records TorchServe's inference metrics around `work`, which answers with its queue wait. The
+/// labels are the model as named and the version as requested ("default" if none).
+async fn measured<T>(
+    state: &AppState,
+    name: &str,
+    version: Option<&str>,
+    work: impl std::future::Future<Output = Result<(T, std::time::Duration), ServeError>>,
+) -> Result<T, ServeError> {
+    let version_label = version.unwrap_or("default");
+    state.metrics.record_inference_request(name, version_label);
+    let started = Instant::now();
+    let (answer, queue_wait) = work.await?;
+    state
+        .metrics
+        .record_inference_latency(name, version_label, started.elapsed(), queue_wait);
+    Ok(answer)
 }
 
 /// TorchServe's health answer: whether every model has at least its minimum of live workers, and

@@ -312,7 +312,9 @@ pub async fn run(
         (
             listeners.grpc_inference,
             Api::Inference,
-            tonic::service::Routes::new(crate::grpc::inference::service(Arc::clone(&state))),
+            tonic::service::Routes::new(crate::grpc::inference::service(Arc::clone(&state)))
+                .add_service(crate::grpc::open_inference::kserve(Arc::clone(&state)))
+                .add_service(crate::grpc::open_inference::torchserve(Arc::clone(&state))),
         ),
         (
             listeners.grpc_management,

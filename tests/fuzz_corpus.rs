@@ -11,7 +11,7 @@ type Target = fn(&[u8]);
 /// a debug build on a busy machine.
 const SLOW: Duration = Duration::from_secs(2);
 
-const TARGETS: [(&str, Target); 9] = [
+const TARGETS: [(&str, Target); 11] = [
     ("properties", oxserve::fuzzing::properties),
     ("snapshot", oxserve::fuzzing::snapshot),
     ("model_config", oxserve::fuzzing::model_config),
@@ -22,6 +22,7 @@ const TARGETS: [(&str, Target); 9] = [
     ("image", oxserve::fuzzing::image),
     ("v2_request", oxserve::fuzzing::v2_request),
     ("grpc_predictions", oxserve::fuzzing::grpc_predictions),
+    ("grpc_model_infer", oxserve::fuzzing::grpc_model_infer),
 ];
 
 /// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];

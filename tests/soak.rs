@@ -63,7 +63,8 @@ impl Server {
                  metrics_address=http://127.0.0.1:{}\n\
                  model_store={}\n\
                  enable_model_api=true\n\
-                 disable_token_authorization=true\n{extra}",
+                 disable_token_authorization=true\n\
+                 grpc_inference_port=0\ngrpc_management_port=0\n{extra}",
                 free_port(),
                 store.display()
             ),

@@ -197,7 +197,7 @@ fn run_case(
                 };
                 crate::grpc::drive(spec, window).await
             }
-            Load::Predictions | Load::Ping => {
+            Load::Predictions | Load::V2Tensor | Load::Ping => {
                 let spec = LoadSpec {
                     address: server.inference,
                     path,

@@ -2,14 +2,16 @@
 //! decode a request, call the same transport-neutral functions as REST ([`crate::predict`],
 //! [`crate::manage`]), encode, map errors. No tensors, sessions or batching here.
 //!
-//! One file per service: [`inference`] (`InferenceAPIsService`, on `grpc_inference_port`) and
-//! [`management`] (`ManagementAPIsService`, on `grpc_management_port`). [`listener`] serves a
+//! One file per service: [`inference`] (`InferenceAPIsService`, on `grpc_inference_port`),
+//! [`open_inference`] (KServe v2's `GRPCInferenceService`, under KServe's package and TorchServe's,
+//! on the same port) and [`management`] (`ManagementAPIsService`, on `grpc_management_port`). [`listener`] serves a
 //! set of services on one bound socket with the message limits, TLS and token check they share,
 //! so another service can join the inference port by being added to its routes.
 
 pub mod inference;
 pub mod listener;
 pub mod management;
+pub mod open_inference;
 
 use crate::error::ServeError;
 
@@ -31,11 +33,18 @@ pub mod proto {
                     pub mod management {
                         tonic::include_proto!("org.pytorch.serve.grpc.management");
                     }
+                    pub mod openinference {
+                        tonic::include_proto!("org.pytorch.serve.grpc.openinference");
+                    }
                 }
             }
         }
     }
-    pub use org::pytorch::serve::grpc::{inference, management};
+    pub use org::pytorch::serve::grpc::{inference, management, openinference};
+    /// KServe's `inference` package (the Open Inference Protocol's messages and service).
+    pub mod kserve {
+        tonic::include_proto!("inference");
+    }
 }
 
 /// The one mapping of [`ServeError`] to a gRPC status: [`ServeError::grpc`]'s code and message.

@@ -7,7 +7,6 @@
 pub mod codec;
 
 use std::fmt;
-use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
@@ -156,16 +155,14 @@ async fn infer(state: State, request: HttpRequest, payload: web::Payload) -> V2R
     let body = read_body(payload, declared_length(&request), limits).await?;
     let decoded = codec::decode(body, header_length.as_deref())?;
     let requested = decoded.request.outputs.clone();
-    let version_label = version.as_deref().unwrap_or("default");
-    state.metrics.record_inference_request(&name, version_label);
-    let started = Instant::now();
-    let response = openinference::infer(&model, decoded.request, request_id).await?;
-    state.metrics.record_inference_latency(
-        &name,
-        version_label,
-        started.elapsed(),
-        response.queue_wait,
-    );
+    let response = crate::predict::run_v2(
+        &state,
+        &model,
+        version.as_deref(),
+        decoded.request,
+        request_id,
+    )
+    .await?;
     let encoded = codec::encode(&response, &requested, decoded.binary_output)?;
     if encoded.body.len() > state.config.max_response_size {
         return Err(ServeError::InvalidResponse.into());
