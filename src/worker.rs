@@ -533,3 +533,52 @@ fn run_chunk(
     }
     Ok(per_item)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorValues;
+
+    fn text_slot(item: usize, length: usize) -> Slot {
+        Slot {
+            job: 0,
+            item,
+            prepared: Prepared {
+                inputs: vec![(
+                    "input_ids".into(),
+                    HostTensor {
+                        shape: vec![1, length],
+                        values: TensorValues::I64(vec![1; length]),
+                    },
+                )],
+                rows: 1,
+                text: None,
+            },
+        }
+    }
+
+    #[test]
+    fn text_runs_mix_lengths_within_the_token_budget() {
+        let padding = Padding {
+            inputs: vec![("input_ids".into(), 0)],
+            max_tokens: 25,
+        };
+        let slots = vec![
+            text_slot(0, 5),
+            text_slot(1, 10),
+            text_slot(2, 20),
+            text_slot(3, 3),
+        ];
+        let runs = plan_runs(slots, true, 8, Some(&padding));
+        let items: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|run| run.iter().map(|slot| slot.item).collect())
+            .collect();
+        // 2 rows × 10 tokens fit; a third row padded to 20 would be 60 tokens.
+        assert_eq!(items, vec![vec![0, 1], vec![2], vec![3]]);
+        // Without padding, different lengths never share a run.
+        let slots = vec![text_slot(0, 5), text_slot(1, 10), text_slot(2, 5)];
+        let runs = plan_runs(slots, true, 8, None);
+        assert_eq!(runs.len(), 2);
+    }
+}

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixture, ArchiveSpec, TestServer};
+use common::{fixture, metric, ArchiveSpec, TestServer};
 use oxserve::handler::text::TextTokenizer;
 use oxserve_archiver::handler_config::HandlerConfig;
 use oxserve_archiver::{Dim, Signature, TensorSpec};
@@ -237,6 +237,12 @@ async fn mixed_length_concurrent_requests_each_get_their_own_answer() {
         }
     });
     futures_util::future::join_all(requests).await;
+    // Runs held several items: texts of different lengths were stacked, padded per run.
+    let metrics = server.metrics_text().await;
+    assert!(
+        metric(&metrics, "oxserve_largest_batch_rows", "embed") > 1.0,
+        "{metrics}"
+    );
     server.stop().await;
 }
 
