@@ -95,6 +95,11 @@ seed("tensor_request", "shape-data.json",
      '{"inputs": {"ids": {"shape": [1, 3], "data": [1, 2, 3]}, "mask": [[true, false, 1]], '
      '"pixels": [[0, 255], [7, 8]]}}')
 
+# text requests: first line the Content-Type, then the body
+seed("text_request", "raw.txt", "text/plain\nThe movie was great")
+seed("text_request", "data.json", 'application/json\n{"data": "Why is the server so slow?"}')
+seed("text_request", "list.json", 'application/json\n{"text": ["a cat", "I really hate this film", "\u00e9t\u00e9 \u6771\u4eac"]}')
+
 # inference bodies: first line the Content-Type, then the body
 multipart = ("--XyZ\r\nContent-Disposition: form-data; name=\"data\"; filename=\"a.json\"\r\n"
              "Content-Type: application/json\r\n\r\n{\"x\": [[1, 2, 3]]}\r\n"

@@ -16,7 +16,7 @@ seconds="${1:-900}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(properties snapshot model_config handler_config archive tensor_request multipart image)
+  targets=(properties snapshot model_config handler_config archive tensor_request multipart image text_request)
 fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -11,7 +11,7 @@ type Target = fn(&[u8]);
 /// a debug build on a busy machine.
 const SLOW: Duration = Duration::from_secs(2);
 
-const TARGETS: [(&str, Target); 8] = [
+const TARGETS: [(&str, Target); 9] = [
     ("properties", oxserve::fuzzing::properties),
     ("snapshot", oxserve::fuzzing::snapshot),
     ("model_config", oxserve::fuzzing::model_config),
@@ -20,6 +20,7 @@ const TARGETS: [(&str, Target); 8] = [
     ("tensor_request", oxserve::fuzzing::tensor_request),
     ("multipart", oxserve::fuzzing::multipart),
     ("image", oxserve::fuzzing::image),
+    ("text_request", oxserve::fuzzing::text_request),
 ];
 
 /// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];
