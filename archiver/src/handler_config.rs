@@ -662,6 +662,40 @@ mod tests {
     }
 
     #[test]
+    fn text_handlers_need_integer_token_ids() {
+        let signature = |dtype: &str| Signature {
+            inputs: vec![TensorSpec {
+                name: "input_ids".into(),
+                dtype: dtype.into(),
+                shape: vec![
+                    Dim::Symbolic("batch".into()),
+                    Dim::Symbolic("sequence".into()),
+                ],
+            }],
+            outputs: vec![TensorSpec {
+                name: "logits".into(),
+                dtype: "float32".into(),
+                shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(2)],
+            }],
+        };
+        for name in ["text_classifier", "text_embedding"] {
+            let config = HandlerConfig::builtin(name).expect("builtin");
+            config.check_signature(&signature("int64")).expect("fits");
+            let error = config
+                .check_signature(&signature("float32"))
+                .expect_err("float ids");
+            assert!(error.contains("token ids"), "{error}");
+        }
+        let error = HandlerConfig::parse(
+            "h.json",
+            br#"{"version":1,"handler":"text_embedding","text":{"max_bytes":0},"embed":{}}"#,
+            false,
+        )
+        .expect_err("zero limit");
+        assert!(error.to_string().contains("positive"), "{error}");
+    }
+
+    #[test]
     fn unknown_fields_and_missing_sections_are_refused() {
         let error = HandlerConfig::parse(
             "h.json",

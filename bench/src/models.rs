@@ -112,10 +112,17 @@ impl Model {
         let tokens = |name: &str| TensorSpec {
             name: name.into(),
             dtype: "int64".into(),
-            shape: vec![Dim::Symbolic("batch".into()), Dim::Symbolic("sequence".into())],
+            shape: vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Symbolic("sequence".into()),
+            ],
         };
         let signature = Signature {
-            inputs: vec![tokens("input_ids"), tokens("attention_mask"), tokens("token_type_ids")],
+            inputs: vec![
+                tokens("input_ids"),
+                tokens("attention_mask"),
+                tokens("token_type_ids"),
+            ],
             outputs: Vec::new(),
         };
         let tokenizer = oxserve::handler::text::TextTokenizer::load(&settings, &signature, dir)
