@@ -27,12 +27,12 @@ pub fn vectors(
             lengths.len()
         ))
     };
-    let mut vectors = match output.shape.as_slice() {
-        &[rows, hidden] if rows == lengths.len() => values
+    let mut vectors = match *output.shape.as_slice() {
+        [rows, hidden] if rows == lengths.len() => values
             .chunks_exact(hidden.max(1))
             .map(<[f32]>::to_vec)
             .collect(),
-        &[rows, sequence, hidden] if rows == lengths.len() => {
+        [rows, sequence, hidden] if rows == lengths.len() => {
             let mut vectors = Vec::with_capacity(rows);
             for (row, &length) in lengths.iter().enumerate() {
                 let used = match settings.pooling {
