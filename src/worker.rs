@@ -21,6 +21,7 @@ use crate::batching::{
     next_batch, Answer, BatchPolicy, Job, JobReceiver, JobResult, Next, RunHandle, StopMode,
 };
 use crate::error::ServeError;
+use crate::handler::text::Padding;
 use crate::handler::{Handler, Prepared, StackKey};
 use crate::metrics::model::BatchTimes;
 use crate::metrics::ModelStats;
@@ -369,10 +370,18 @@ fn process_batch(
     let batch_size = context.policy.batch_size;
     let pad_to = (context.session.gpu.is_some() && handler.batchable() && batch_size > 1)
         .then_some(batch_size);
-    for mut chunk in plan_runs(slots, handler.batchable(), batch_size) {
+    let padding = handler.padding();
+    for mut chunk in plan_runs(slots, handler.batchable(), batch_size, padding.as_ref()) {
         let rows: usize = chunk.iter().map(|slot| slot.prepared.rows).sum();
         let started = Instant::now();
-        let outcome = run_chunk(session, context, &mut chunk, pad_to, replies);
+        let outcome = run_chunk(
+            session,
+            context,
+            &mut chunk,
+            pad_to,
+            padding.as_ref(),
+            replies,
+        );
         let took = started.elapsed();
         *handler_time += took;
         match outcome {
@@ -385,7 +394,9 @@ fn process_batch(
                         continue;
                     }
                     let started = Instant::now();
-                    let answer = catch_unwind(AssertUnwindSafe(|| handler.postprocess(&outputs)));
+                    let answer = catch_unwind(AssertUnwindSafe(|| {
+                        handler.postprocess(&outputs, slot.prepared.text.as_ref())
+                    }));
                     let took = started.elapsed();
                     stats.postprocess.record(took.as_secs_f64());
                     *handler_time += took;
@@ -413,10 +424,20 @@ fn process_batch(
 
 /// Groups items that can share a run (same shapes past the batch axis), in arrival order, and cuts
 /// each group into runs of at most `batch_size` rows (one item per run when not batchable).
-fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Slot>> {
+/// With text `padding`, items of any sequence length group together and a run also stays within
+/// the token budget (rows × longest item).
+fn plan_runs(
+    slots: Vec<Slot>,
+    batchable: bool,
+    batch_size: usize,
+    padding: Option<&Padding>,
+) -> Vec<Vec<Slot>> {
     let mut groups: Vec<(StackKey, Vec<Slot>)> = Vec::new();
     for slot in slots {
-        let key = slot.prepared.stack_key();
+        let key = match padding {
+            Some(padding) => padding.stack_key(&slot.prepared),
+            None => slot.prepared.stack_key(),
+        };
         match groups.iter_mut().find(|(existing, _)| *existing == key) {
             Some((_, members)) if batchable => members.push(slot),
             _ => groups.push((key, vec![slot])),
@@ -426,12 +447,22 @@ fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Sl
     for (_, members) in groups {
         let mut run: Vec<Slot> = Vec::new();
         let mut rows = 0;
+        let mut longest = 0;
         for slot in members {
-            if !run.is_empty() && (!batchable || rows + slot.prepared.rows > batch_size.max(1)) {
+            let sequence = padding.map_or(0, |padding| padding.sequence(&slot.prepared));
+            let over_budget = padding.is_some_and(|padding| {
+                (rows + slot.prepared.rows).saturating_mul(longest.max(sequence))
+                    > padding.max_tokens
+            });
+            if !run.is_empty()
+                && (!batchable || rows + slot.prepared.rows > batch_size.max(1) || over_budget)
+            {
                 runs.push(std::mem::take(&mut run));
                 rows = 0;
+                longest = 0;
             }
             rows += slot.prepared.rows;
+            longest = longest.max(sequence);
             run.push(slot);
         }
         if !run.is_empty() {
@@ -441,14 +472,15 @@ fn plan_runs(slots: Vec<Slot>, batchable: bool, batch_size: usize) -> Vec<Vec<Sl
     runs
 }
 
-/// Runs one stacked chunk, padded with zero rows up to `pad_to` rows when given, and returns
-/// each item's rows of every output. The items' input tensors are moved into the run (a lone
+/// Runs one stacked chunk, padded with zero rows up to `pad_to` rows when given (and text inputs
+/// to the chunk's longest item with `padding`), and returns each item's rows of every output. The items' input tensors are moved into the run (a lone
 /// item's are not copied at all, see [`HostTensor::concat_rows`]).
 fn run_chunk(
     session: &mut Session,
     context: &WorkerContext,
     chunk: &mut [Slot],
     pad_to: Option<usize>,
+    padding: Option<&Padding>,
     replies: &Replies,
 ) -> Result<Vec<BTreeMap<String, HostTensor>>, ServeError> {
     let cancel = CancelToken::new()?;
@@ -470,6 +502,10 @@ fn run_chunk(
             .iter_mut()
             .map(|slot| std::mem::replace(&mut slot.prepared.inputs[index].1, HostTensor::empty()))
             .collect();
+        let parts = match padding {
+            Some(padding) => padding.pad_parts(&name, parts)?,
+            None => parts,
+        };
         let mut stacked = HostTensor::concat_rows(parts)?;
         if let Some(rows) = padded {
             stacked = stacked.padded_to_rows(rows);
@@ -502,4 +538,54 @@ fn run_chunk(
         start += rows;
     }
     Ok(per_item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::TensorValues;
+
+    fn text_slot(item: usize, length: usize) -> Slot {
+        Slot {
+            job: 0,
+            item,
+            prepared: Prepared {
+                inputs: vec![(
+                    "input_ids".into(),
+                    HostTensor {
+                        shape: vec![1, length],
+                        values: TensorValues::I64(vec![1; length]),
+                    },
+                )],
+                rows: 1,
+                text: None,
+            },
+            raw: false,
+        }
+    }
+
+    #[test]
+    fn text_runs_mix_lengths_within_the_token_budget() {
+        let padding = Padding {
+            inputs: vec![("input_ids".into(), 0)],
+            max_tokens: 25,
+        };
+        let slots = vec![
+            text_slot(0, 5),
+            text_slot(1, 10),
+            text_slot(2, 20),
+            text_slot(3, 3),
+        ];
+        let runs = plan_runs(slots, true, 8, Some(&padding));
+        let items: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|run| run.iter().map(|slot| slot.item).collect())
+            .collect();
+        // 2 rows × 10 tokens fit; a third row padded to 20 would be 60 tokens.
+        assert_eq!(items, vec![vec![0, 1], vec![2], vec![3]]);
+        // Without padding, different lengths never share a run.
+        let slots = vec![text_slot(0, 5), text_slot(1, 10), text_slot(2, 5)];
+        let runs = plan_runs(slots, true, 8, None);
+        assert_eq!(runs.len(), 2);
+    }
 }

@@ -11,7 +11,7 @@ type Target = fn(&[u8]);
 /// a debug build on a busy machine.
 const SLOW: Duration = Duration::from_secs(2);
 
-const TARGETS: [(&str, Target); 11] = [
+const TARGETS: [(&str, Target); 12] = [
     ("properties", oxserve::fuzzing::properties),
     ("snapshot", oxserve::fuzzing::snapshot),
     ("model_config", oxserve::fuzzing::model_config),
@@ -23,6 +23,7 @@ const TARGETS: [(&str, Target); 11] = [
     ("v2_request", oxserve::fuzzing::v2_request),
     ("grpc_predictions", oxserve::fuzzing::grpc_predictions),
     ("grpc_model_infer", oxserve::fuzzing::grpc_model_infer),
+    ("text_request", oxserve::fuzzing::text_request),
 ];
 
 /// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];

@@ -13,17 +13,21 @@ use crate::signature::{Signature, TensorSpec};
 pub const CONFIG_VERSION: u32 = 1;
 
 /// TorchServe's default handler names that oxserve implements natively.
-pub const BUILTIN_HANDLERS: [&str; 6] = [
+pub const BUILTIN_HANDLERS: [&str; 7] = [
     "image_classifier",
     "image_segmenter",
     "object_detector",
     "text_classifier",
+    "text_embedding",
     "tensor",
     "base_handler",
 ];
 
 /// The file TorchServe's handlers read class labels from.
 pub const DEFAULT_LABELS_FILE: &str = "index_to_name.json";
+
+/// The Hugging Face tokenizer file text handlers read, shipped with `--extra-files`.
+pub const DEFAULT_TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// What kind of handler runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +37,8 @@ pub enum HandlerKind {
     ImageSegmenter,
     ObjectDetector,
     TextClassifier,
+    /// Sentence embeddings: pooled (and optionally normalised) hidden states as float lists.
+    TextEmbedding,
     /// Raw tensors as JSON in and out, for any graph.
     Tensor,
 }
@@ -57,6 +63,8 @@ pub struct HandlerConfig {
     pub segment: Option<Segmentation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect: Option<Detection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<Embedding>,
 }
 
 /// Colour model the decoded image is converted to.
@@ -105,18 +113,55 @@ pub struct ImagePreprocess {
     pub max_pixels: u64,
 }
 
-/// TorchServe's text_classifier pre-processing: clean, tokenise, n-grams, vocabulary lookup.
+/// Text pre-processing: a `tokenizer.json` (Hugging Face `tokenizers`) turns UTF-8 text into the
+/// graph's `input_ids`, `attention_mask` and `token_type_ids` (those the graph has).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextPreprocess {
-    /// Archive file with the vocabulary as JSON `{token: id}`.
-    pub vocab: String,
-    /// n-gram size (TorchServe's default handler uses 2).
-    #[serde(default = "bigrams")]
-    pub ngrams: u32,
-    /// Graph input that receives the offsets tensor (EmbeddingBag's), if the graph has one.
+    /// Archive file holding the tokenizer.
+    #[serde(default = "tokenizer_file")]
+    pub tokenizer: String,
+    /// Longest token sequence fed to the graph. When absent: the graph's fixed sequence length,
+    /// else the tokenizer's own truncation length, else 512.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offsets_input: Option<String>,
+    pub max_length: Option<usize>,
+    /// Cut longer texts to `max_length` tokens; when off, they are refused (400).
+    #[serde(default = "yes")]
+    pub truncation: bool,
+    /// Longest text accepted, in UTF-8 bytes, checked before tokenizing.
+    #[serde(default = "max_text_bytes")]
+    pub max_bytes: usize,
+    /// Most texts in one request (a JSON list).
+    #[serde(default = "max_texts")]
+    pub max_texts: usize,
+    /// Token budget of one run: rows × padded length stays within it (as well as `batch_size`).
+    #[serde(default = "max_batch_tokens")]
+    pub max_batch_tokens: usize,
+}
+
+/// How hidden states become one vector per text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Mean over the tokens the attention mask keeps (sentence-transformers' default).
+    Mean,
+    /// The first (`[CLS]`) token's state.
+    Cls,
+}
+
+/// Post-processing for sentence-embedding graphs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Embedding {
+    /// Graph output: `[batch, sequence, hidden]` states to pool, or `[batch, hidden]` vectors
+    /// already pooled. The first output when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default = "mean_pooling")]
+    pub pooling: Pooling,
+    /// Divide each vector by its L2 norm.
+    #[serde(default = "yes")]
+    pub normalize: bool,
 }
 
 /// What a classification answer looks like.
@@ -127,6 +172,9 @@ pub enum ClassificationResult {
     TopK,
     /// The index of the best class alone, as TorchServe's MNIST example answers.
     Index,
+    /// `{label: probability}` for every class in index order (TorchServe's text_classifier,
+    /// `map_class_to_label`).
+    Classes,
 }
 
 /// Post-processing for classifiers.
@@ -186,8 +234,30 @@ fn max_image_pixels() -> u64 {
     // PIL.Image.MAX_IMAGE_PIXELS, which TorchServe keeps unless limit_max_image_pixels=false.
     89_478_485
 }
-fn bigrams() -> u32 {
-    2
+fn tokenizer_file() -> String {
+    DEFAULT_TOKENIZER_FILE.to_string()
+}
+fn max_text_bytes() -> usize {
+    64 * 1024
+}
+fn max_texts() -> usize {
+    64
+}
+fn max_batch_tokens() -> usize {
+    16 * 1024
+}
+fn mean_pooling() -> Pooling {
+    Pooling::Mean
+}
+fn text_preprocess() -> TextPreprocess {
+    TextPreprocess {
+        tokenizer: tokenizer_file(),
+        max_length: None,
+        truncation: true,
+        max_bytes: max_text_bytes(),
+        max_texts: max_texts(),
+        max_batch_tokens: max_batch_tokens(),
+    }
 }
 fn yes() -> bool {
     true
@@ -241,6 +311,7 @@ impl HandlerConfig {
             classify: None,
             segment: None,
             detect: None,
+            embed: None,
         }
     }
 
@@ -286,19 +357,26 @@ impl HandlerConfig {
                 ..Self::bare(HandlerKind::ObjectDetector)
             },
             "text_classifier" => HandlerConfig {
-                text: Some(TextPreprocess {
-                    vocab: "source_vocab.json".to_string(),
-                    ngrams: bigrams(),
-                    offsets_input: None,
-                }),
+                input: Some("input_ids".to_string()),
+                text: Some(text_preprocess()),
                 classify: Some(Classification {
                     output: None,
                     softmax: true,
                     top_k: None,
-                    result: ClassificationResult::TopK,
+                    result: ClassificationResult::Classes,
                     labels: labels_file(),
                 }),
                 ..Self::bare(HandlerKind::TextClassifier)
+            },
+            "text_embedding" => HandlerConfig {
+                input: Some("input_ids".to_string()),
+                text: Some(text_preprocess()),
+                embed: Some(Embedding {
+                    output: None,
+                    pooling: Pooling::Mean,
+                    normalize: true,
+                }),
+                ..Self::bare(HandlerKind::TextEmbedding)
             },
             "tensor" | "base_handler" => Self::bare(HandlerKind::Tensor),
             _ => return None,
@@ -362,6 +440,10 @@ impl HandlerConfig {
                 needs(self.text.is_some(), "text")?;
                 needs(self.classify.is_some(), "classify")?;
             }
+            HandlerKind::TextEmbedding => {
+                needs(self.text.is_some(), "text")?;
+                needs(self.embed.is_some(), "embed")?;
+            }
             HandlerKind::Tensor => {}
         }
         if let Some(image) = &self.image {
@@ -384,6 +466,18 @@ impl HandlerConfig {
             }
             if image.resize == Some(0) || image.center_crop == Some(0) {
                 return Err("image.resize and image.center_crop must be positive".to_string());
+            }
+        }
+        if let Some(text) = &self.text {
+            if text.max_length == Some(0)
+                || text.max_bytes == 0
+                || text.max_texts == 0
+                || text.max_batch_tokens == 0
+            {
+                return Err(
+                    "text.max_length, max_bytes, max_texts and max_batch_tokens must be positive"
+                        .to_string(),
+                );
             }
         }
         if self.classify.as_ref().and_then(|classify| classify.top_k) == Some(0) {
@@ -432,6 +526,12 @@ impl HandlerConfig {
                 None => {}
             }
         }
+        if self.text.is_some() {
+            check_text_input(input)?;
+        }
+        if let Some(name) = self.embed.as_ref().and_then(|embed| embed.output.as_ref()) {
+            output_named(name)?;
+        }
         if let Some(segment) = &self.segment {
             output_named(&segment.output)?;
         }
@@ -442,6 +542,22 @@ impl HandlerConfig {
         }
         Ok(())
     }
+}
+
+/// Text graphs take integer token ids `[batch, sequence]`.
+fn check_text_input(input: &TensorSpec) -> std::result::Result<(), String> {
+    if !matches!(input.dtype.as_str(), "int64" | "int32") {
+        return Err(format!(
+            "text handlers feed int64 or int32 token ids, but input {input} is {}",
+            input.dtype
+        ));
+    }
+    if input.shape.len() != 2 {
+        return Err(format!(
+            "text handlers need an input of shape [batch, sequence], but the graph has {input}"
+        ));
+    }
+    Ok(())
 }
 
 fn check_image_input(
@@ -543,6 +659,40 @@ mod tests {
             .check_signature(&image_signature(1, 224))
             .expect_err("channels");
         assert!(error.contains("channel"), "{error}");
+    }
+
+    #[test]
+    fn text_handlers_need_integer_token_ids() {
+        let signature = |dtype: &str| Signature {
+            inputs: vec![TensorSpec {
+                name: "input_ids".into(),
+                dtype: dtype.into(),
+                shape: vec![
+                    Dim::Symbolic("batch".into()),
+                    Dim::Symbolic("sequence".into()),
+                ],
+            }],
+            outputs: vec![TensorSpec {
+                name: "logits".into(),
+                dtype: "float32".into(),
+                shape: vec![Dim::Symbolic("batch".into()), Dim::Fixed(2)],
+            }],
+        };
+        for name in ["text_classifier", "text_embedding"] {
+            let config = HandlerConfig::builtin(name).expect("builtin");
+            config.check_signature(&signature("int64")).expect("fits");
+            let error = config
+                .check_signature(&signature("float32"))
+                .expect_err("float ids");
+            assert!(error.contains("token ids"), "{error}");
+        }
+        let error = HandlerConfig::parse(
+            "h.json",
+            br#"{"version":1,"handler":"text_embedding","text":{"max_bytes":0},"embed":{}}"#,
+            false,
+        )
+        .expect_err("zero limit");
+        assert!(error.to_string().contains("positive"), "{error}");
     }
 
     #[test]

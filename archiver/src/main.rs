@@ -120,7 +120,7 @@ struct PackArgs {
     #[arg(long = "model-file", short = 'm')]
     model_file: Option<PathBuf>,
     /// A built-in handler (image_classifier, image_segmenter, object_detector, text_classifier,
-    /// tensor) or a handler config file (.json/.yaml). Python handlers are not accepted.
+    /// text_embedding, tensor) or a handler config file (.json/.yaml). Python handlers are not accepted.
     #[arg(long)]
     handler: Option<String>,
     /// Comma-separated files, folders (copied recursively) or patterns to add, e.g. index_to_name.json.

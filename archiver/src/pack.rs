@@ -426,7 +426,8 @@ fn check_unique(entries: &[Entry]) -> Result<()> {
     Ok(())
 }
 
-/// A handler config that names a labels file other than the default must find it in the archive.
+/// A handler config that names a labels file other than the default (or a tokenizer) must find it
+/// in the archive.
 fn check_labels_present(handler: &HandlerConfig, entries: &[Entry]) -> Result<()> {
     let wanted = handler
         .classify
@@ -439,7 +440,7 @@ fn check_labels_present(handler: &HandlerConfig, entries: &[Entry]) -> Result<()
                 .as_ref()
                 .map(|detect| detect.label_names.as_str()),
         )
-        .chain(handler.text.as_ref().map(|text| text.vocab.as_str()));
+        .chain(handler.text.as_ref().map(|text| text.tokenizer.as_str()));
     for name in wanted {
         let optional = name == crate::handler_config::DEFAULT_LABELS_FILE;
         if !optional && !entries.iter().any(|entry| entry.archive_path == name) {

@@ -6,11 +6,14 @@
 
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
 use anyhow::Context;
+use ort::session::SessionInputValue;
 use ort::value::TensorRef;
 use oxserve::backend::{PreparedGraph, SessionSettings};
 
-use crate::models::Model;
+use crate::models::{BatchInput, BatchValues, Model};
 use crate::report::{BareCase, Latency};
 
 /// How the server would run a model by default, and so how the limit is measured.
@@ -78,7 +81,7 @@ pub fn measure(
         spinning: false,
         gpu: sessions.gpu.then_some(0),
     };
-    let (shape, data) = model.ready_batch(batch);
+    let inputs = model.ready_batch(batch);
     // Sessions are built before the clock starts, as the server builds them before serving.
     let prepared = PreparedGraph::prepare(graph, sessions.gpu)?;
     let built = (0..sessions.count)
@@ -90,8 +93,8 @@ pub fn measure(
         let workers: Vec<_> = built
             .into_iter()
             .map(|session| {
-                let (shape, data) = (&shape, &data);
-                scope.spawn(move || session_loop(session, shape, data, measured_from, end))
+                let inputs = &inputs;
+                scope.spawn(move || session_loop(session, inputs, measured_from, end))
             })
             .collect();
         workers
@@ -135,13 +138,12 @@ struct Session {
 /// One session's closed loop.
 fn session_loop(
     mut session: oxserve::backend::Session,
-    shape: &[usize],
-    data: &[f32],
+    inputs: &[BatchInput],
     measured_from: Instant,
     end: Instant,
 ) -> anyhow::Result<Session> {
     let session = session.ort_mut();
-    let input_name = session
+    let first_input = session
         .inputs()
         .first()
         .map(|input| input.name().to_string())
@@ -156,8 +158,21 @@ fn session_loop(
         if started >= end {
             return Ok(measured);
         }
-        let input = TensorRef::from_array_view((shape.to_vec(), data))?;
-        let outputs = session.run(ort::inputs![input_name.as_str() => input])?;
+        let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
+        for input in inputs {
+            let name = input.name.as_deref().unwrap_or(first_input.as_str());
+            let shape = input.shape.clone();
+            let value = match &input.values {
+                BatchValues::F32(data) => {
+                    SessionInputValue::from(TensorRef::from_array_view((shape, data.as_slice()))?)
+                }
+                BatchValues::I64(data) => {
+                    SessionInputValue::from(TensorRef::from_array_view((shape, data.as_slice()))?)
+                }
+            };
+            values.push((Cow::Borrowed(name), value));
+        }
+        let outputs = session.run(values)?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
         std::hint::black_box(values.first());
         let finished = Instant::now();

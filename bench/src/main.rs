@@ -56,7 +56,7 @@ struct Args {
     /// Server batch sizes (model-config.yaml `batchSize`) and bare batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch_sizes: Vec<usize>,
-    /// Models to measure: digits, resnet18.
+    /// Models to measure: digits, resnet18, minilm (all-MiniLM-L6-v2, exported on demand).
     #[arg(long, value_delimiter = ',', default_value = "digits,resnet18")]
     models: Vec<String>,
     /// `maxBatchDelay` in the archives, in ms: TorchServe's default. oxserve's default batching
@@ -299,7 +299,8 @@ fn load_models(root: &Path, args: &Args) -> anyhow::Result<Vec<Model>> {
                     .clone()
                     .unwrap_or_else(|| root.join(".cache/models/resnet18.onnx")),
             ),
-            other => bail!("unknown model {other:?}: digits or resnet18"),
+            "minilm" => Model::minilm(&root.join(".cache/models/all-minilm-l6-v2")),
+            other => bail!("unknown model {other:?}: digits, resnet18 or minilm"),
         })
         .collect()
 }

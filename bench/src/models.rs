@@ -6,6 +6,8 @@
 //!   every microsecond of server overhead shows.
 //! - `resnet18`: torchvision's ResNet-18 (exported on demand, cached), a ~720x720 JPEG through the
 //!   built-in `image_classifier` handler. Compute-bound: pre-processing and batching show.
+//! - `minilm`: all-MiniLM-L6-v2 (scripts/export/export_minilm.py, cached), one short sentence
+//!   through the built-in `text_embedding` handler: tokenization and text batching show.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,10 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use oxserve_archiver::handler_config::{HandlerConfig, ImagePreprocess};
 use oxserve_archiver::pack::{pack, ArchiveFormat, PackRequest};
+use oxserve_archiver::{Dim, Signature, TensorSpec};
+
+/// The sentence the text model's clients send (13 tokens with `[CLS]` and `[SEP]`).
+pub const SENTENCE: &str = "The quick brown fox jumps over the lazy dog near the river.";
 
 /// Side of the square JPEG made for ResNet-18: the size of a typical phone photo thumbnail, and the
 /// size TorchServe's pre-processing figure (6.5 ms) was measured on.
@@ -26,15 +32,35 @@ pub struct Model {
     pub graph: PathBuf,
     /// What `--handler` would be given: a built-in name or a handler config file.
     pub handler: String,
-    /// The image pre-processing the handler applies.
-    pub preprocess: ImagePreprocess,
+    /// The image pre-processing the handler applies (image models).
+    pub preprocess: Option<ImagePreprocess>,
     /// The request body every client sends.
     pub body: Bytes,
-    /// One item after pre-processing, `[C, H, W]`.
-    pub item: Vec<f32>,
-    pub item_shape: Vec<usize>,
-    /// The graph's input (both graphs name it `input`), for v2 raw-tensor requests.
-    pub input_name: String,
+    /// One item after pre-processing, as the server builds it.
+    pub ready: Ready,
+    /// Files the archive carries beside the graph (`--extra-files`).
+    pub extra_files: Vec<PathBuf>,
+}
+
+/// One request item after pre-processing.
+pub enum Ready {
+    /// A pre-processed image `[C, H, W]`, for the graph's first input.
+    Image { item: Vec<f32>, shape: Vec<usize> },
+    /// A tokenized text: graph input name → its token row.
+    Tokens(Vec<(String, Vec<i64>)>),
+}
+
+/// One input of a bare run: its name (`None`: the graph's first input), shape and values.
+pub struct BatchInput {
+    pub name: Option<String>,
+    pub shape: Vec<usize>,
+    pub values: BatchValues,
+}
+
+/// The values of a [`BatchInput`].
+pub enum BatchValues {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
 }
 
 impl Model {
@@ -71,6 +97,64 @@ impl Model {
         Model::new("resnet18", graph, "image_classifier".into(), config, body)
     }
 
+    /// all-MiniLM-L6-v2 and one short sentence, tokenized by the server's own tokenizer.
+    pub fn minilm(dir: &Path) -> anyhow::Result<Model> {
+        let graph = dir.join("model.onnx");
+        if !graph.is_file() {
+            bail!(
+                "{} is missing: export it with scripts/export/export_minilm.py (bench/run.sh does)",
+                graph.display()
+            );
+        }
+        let config = HandlerConfig::builtin("text_embedding")
+            .context("the text_embedding handler is not built in")?;
+        let settings = config.text.context("text_embedding has no text settings")?;
+        let tokens = |name: &str| TensorSpec {
+            name: name.into(),
+            dtype: "int64".into(),
+            shape: vec![
+                Dim::Symbolic("batch".into()),
+                Dim::Symbolic("sequence".into()),
+            ],
+        };
+        let signature = Signature {
+            inputs: vec![
+                tokens("input_ids"),
+                tokens("attention_mask"),
+                tokens("token_type_ids"),
+            ],
+            outputs: Vec::new(),
+        };
+        let tokenizer = oxserve::handler::text::TextTokenizer::load(&settings, &signature, dir)
+            .map_err(anyhow::Error::msg)?;
+        let tokenized = tokenizer
+            .tokenize(&[SENTENCE.to_string()])
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let mut rows = Vec::new();
+        for (name, tensor) in tokenized.inputs {
+            let oxserve::tensor::TensorValues::I64(values) = tensor.values else {
+                bail!("input {name} is not int64");
+            };
+            rows.push((name, values));
+        }
+        Ok(Model {
+            name: "minilm".into(),
+            graph,
+            handler: "text_embedding".into(),
+            preprocess: None,
+            body: Bytes::from_static(SENTENCE.as_bytes()),
+            ready: Ready::Tokens(rows),
+            extra_files: vec![dir.join("tokenizer.json")],
+        })
+    }
+
+    /// The image pre-processing, for the probes that time it.
+    pub fn image(&self) -> anyhow::Result<&ImagePreprocess> {
+        self.preprocess
+            .as_ref()
+            .with_context(|| format!("{} is not an image model", self.name))
+    }
+
     fn new(
         name: &str,
         graph: PathBuf,
@@ -88,29 +172,59 @@ impl Model {
             name: name.to_string(),
             graph,
             handler,
-            preprocess,
+            preprocess: Some(preprocess),
             body: Bytes::from(body),
-            item,
-            item_shape: vec![pixels.channels, height as usize, width as usize],
-            input_name: "input".into(),
+            ready: Ready::Image {
+                item,
+                shape: vec![pixels.channels, height as usize, width as usize],
+            },
+            extra_files: Vec::new(),
         })
     }
 
-    /// A KServe v2 infer body carrying the ready item as a raw FP32 tensor `[1, C, H, W]` in
-    /// JSON: the handler's pre-processing is skipped, the graph runs on the tensor as sent.
+    /// A KServe v2 infer body carrying the ready item as raw tensors in JSON (batch 1): the
+    /// handler's pre-processing is skipped, the graph runs on the tensors as sent. An unnamed
+    /// input is the image graphs' `input`.
     pub fn v2_body(&self) -> Bytes {
-        let (shape, data) = self.ready_batch(1);
-        let body = serde_json::json!({"inputs": [{
-            "name": self.input_name, "datatype": "FP32", "shape": shape, "data": data,
-        }]});
-        Bytes::from(body.to_string())
+        let inputs: Vec<serde_json::Value> = self
+            .ready_batch(1)
+            .into_iter()
+            .map(|input| {
+                let name = input.name.unwrap_or_else(|| "input".into());
+                let (datatype, data) = match input.values {
+                    BatchValues::F32(values) => ("FP32", serde_json::json!(values)),
+                    BatchValues::I64(values) => ("INT64", serde_json::json!(values)),
+                };
+                serde_json::json!({
+                    "name": name, "datatype": datatype, "shape": input.shape, "data": data,
+                })
+            })
+            .collect();
+        Bytes::from(serde_json::json!({ "inputs": inputs }).to_string())
     }
 
-    /// `batch` copies of the ready item, stacked: `[batch, C, H, W]`.
-    pub fn ready_batch(&self, batch: usize) -> (Vec<usize>, Vec<f32>) {
-        let mut shape = vec![batch];
-        shape.extend(&self.item_shape);
-        (shape, self.item.repeat(batch))
+    /// `batch` copies of the ready item, stacked: `[batch, C, H, W]` for an image, `[batch,
+    /// length]` per token input for a text (equal lengths: no padding).
+    pub fn ready_batch(&self, batch: usize) -> Vec<BatchInput> {
+        match &self.ready {
+            Ready::Image { item, shape } => {
+                let mut stacked = vec![batch];
+                stacked.extend(shape);
+                vec![BatchInput {
+                    name: None,
+                    shape: stacked,
+                    values: BatchValues::F32(item.repeat(batch)),
+                }]
+            }
+            Ready::Tokens(rows) => rows
+                .iter()
+                .map(|(name, row)| BatchInput {
+                    name: Some(name.clone()),
+                    shape: vec![batch, row.len()],
+                    values: BatchValues::I64(row.repeat(batch)),
+                })
+                .collect(),
+        }
     }
 
     /// Packs this model as `<store>/<archive_name>.mar`, with `model_config` as its
@@ -130,7 +244,11 @@ impl Model {
             serialized_file: Some(self.graph.clone()),
             model_file: None,
             handler: self.handler.clone(),
-            extra_files: Vec::new(),
+            extra_files: self
+                .extra_files
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect(),
             runtime: "python".into(),
             export_path: staging.path().join("out"),
             archive_format: ArchiveFormat::Default,

@@ -98,7 +98,7 @@ pub fn torchvision_reference(
         .chunks_exact(4)
         .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
         .collect();
-    let (ours, _, _, _) = prepare(&model.body, &model.preprocess, true)?;
+    let (ours, _, _, _) = prepare(&model.body, model.image()?, true)?;
     if ours.len() != theirs.len() {
         bail!(
             "torchvision's tensor has {} values, oxserve's {}",
@@ -131,19 +131,20 @@ pub fn torchvision_reference(
 /// model's request body, alternating so that both see the same machine.
 pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<PreprocessCost> {
     use oxserve::handler::image::{decode, prepare, preprocess};
+    let settings = model.image()?;
     // Warm caches and the allocator first, as a running server has.
     for _ in 0..iterations.min(10) {
-        let pixels = decode(&model.body, &model.preprocess, true)?;
-        std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
-        std::hint::black_box(prepare(&model.body, &model.preprocess, true)?);
+        let pixels = decode(&model.body, settings, true)?;
+        std::hint::black_box(preprocess(&pixels, settings)?);
+        std::hint::black_box(prepare(&model.body, settings, true)?);
     }
     let (mut decode_times, mut resize_times, mut serial, mut totals) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iterations {
         let started = Instant::now();
-        let pixels = decode(&model.body, &model.preprocess, true)?;
+        let pixels = decode(&model.body, settings, true)?;
         let decoded = Instant::now();
-        std::hint::black_box(preprocess(&pixels, &model.preprocess)?);
+        std::hint::black_box(preprocess(&pixels, settings)?);
         let finished = Instant::now();
         decode_times.push(decoded - started);
         resize_times.push(finished - decoded);
@@ -151,7 +152,7 @@ pub fn preprocess_cost(model: &Model, iterations: usize) -> anyhow::Result<Prepr
         // A request arrives after a pause, as a lone client's do.
         std::thread::sleep(Duration::from_millis(1));
         let started = Instant::now();
-        std::hint::black_box(prepare(&model.body, &model.preprocess, true)?);
+        std::hint::black_box(prepare(&model.body, settings, true)?);
         totals.push(started.elapsed());
     }
     Ok(PreprocessCost {

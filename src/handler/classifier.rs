@@ -57,6 +57,18 @@ pub fn answer(
             }
             Ok(serde_json::Value::Object(map))
         }
+        ClassificationResult::Classes => {
+            let mut map = serde_json::Map::new();
+            for (class, probability) in probabilities.iter().enumerate() {
+                let key = class.to_string();
+                let label = labels
+                    .and_then(|labels| labels.get(&key))
+                    .cloned()
+                    .unwrap_or(key);
+                map.insert(label, json_float(*probability));
+            }
+            Ok(serde_json::Value::Object(map))
+        }
     }
 }
 

@@ -9,12 +9,14 @@
 //! - `segmenter`: per-pixel `[class, prob]`.
 //! - `detector`: `[{label: box, "score": s}]` above a threshold.
 //! - `tensor`: JSON tensors in and out, for any graph.
+//! - `text`: tokenizer, text classifier and sentence embeddings, dynamic padding of text runs.
 
 mod classifier;
 mod detector;
 pub mod image;
 mod segmenter;
 pub(crate) mod tensor;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,6 +55,8 @@ pub struct Prepared {
     pub inputs: Vec<(String, HostTensor)>,
     /// Rows this item contributes along the batch axis.
     pub rows: usize,
+    /// For text items: each row's real token count and whether a list was sent.
+    pub text: Option<text::TextRows>,
 }
 
 impl Prepared {
@@ -83,6 +87,7 @@ pub struct Handler {
     labels: Option<Labels>,
     limit_pixels: bool,
     batchable: bool,
+    text: Option<text::TextHandler>,
 }
 
 impl Handler {
@@ -124,17 +129,16 @@ impl Handler {
         };
         let batchable = match config.handler {
             HandlerKind::Tensor => signature.supports_batching(),
-            HandlerKind::ObjectDetector | HandlerKind::TextClassifier => false,
+            HandlerKind::ObjectDetector => false,
             _ => {
                 input.has_dynamic_batch()
                     && signature.outputs.iter().all(TensorSpec::has_dynamic_batch)
             }
         };
-        if config.handler == HandlerKind::TextClassifier {
-            return Err(
-                "the text_classifier handler is not available yet in this oxserve version".into(),
-            );
-        }
+        let text = match &config.text {
+            Some(settings) => Some(text::TextHandler::new(settings, &signature, archive_root)?),
+            None => None,
+        };
         Ok(Handler {
             config,
             signature,
@@ -142,6 +146,7 @@ impl Handler {
             labels,
             limit_pixels,
             batchable,
+            text,
         })
     }
 
@@ -153,6 +158,11 @@ impl Handler {
     /// Whether requests may be stacked along the batch axis into one run.
     pub fn batchable(&self) -> bool {
         self.batchable
+    }
+
+    /// How text items are padded when stacked into one run; `None` for other models.
+    pub fn padding(&self) -> Option<text::Padding> {
+        self.text.as_ref().map(text::TextHandler::padding)
     }
 
     /// Turns one request item into graph inputs. Errors are the client's (400).
@@ -180,19 +190,24 @@ impl Handler {
                         },
                     )],
                     rows: 1,
+                    text: None,
                 })
             }
             HandlerKind::Tensor => tensor::parse_request(&item.bytes, &self.signature),
-            HandlerKind::TextClassifier => Err(ServeError::Internal(
-                "text_classifier is not available".into(),
-            )),
+            HandlerKind::TextClassifier | HandlerKind::TextEmbedding => self
+                .text
+                .as_ref()
+                .ok_or_else(|| ServeError::Internal("text handler without a tokenizer".into()))?
+                .preprocess(&item.bytes, item.content_type.as_deref()),
         }
     }
 
-    /// Builds this item's answer from its rows of the graph outputs.
+    /// Builds this item's answer from its rows of the graph outputs (`text`: a text item's rows,
+    /// from its [`Prepared`]).
     pub fn postprocess(
         &self,
         outputs: &BTreeMap<String, HostTensor>,
+        text: Option<&text::TextRows>,
     ) -> Result<serde_json::Value, ServeError> {
         let output = |name: Option<&str>| -> Result<&HostTensor, ServeError> {
             let name = name
@@ -203,8 +218,27 @@ impl Handler {
                 ServeError::Internal(format!("the graph did not return output {name:?}"))
             })
         };
+        let text_rows =
+            || text.ok_or_else(|| ServeError::Internal("a text answer without its rows".into()));
         match self.config.handler {
-            HandlerKind::ImageClassifier | HandlerKind::TextClassifier => {
+            HandlerKind::TextClassifier => {
+                let classify = self.config.classify.as_ref().ok_or_else(|| {
+                    ServeError::Internal("classifier without classify settings".into())
+                })?;
+                text::classify(
+                    output(classify.output.as_deref())?,
+                    text_rows()?,
+                    classify,
+                    self.labels.as_ref(),
+                )
+            }
+            HandlerKind::TextEmbedding => {
+                let embed = self.config.embed.as_ref().ok_or_else(|| {
+                    ServeError::Internal("text_embedding without embed settings".into())
+                })?;
+                text::embed(output(embed.output.as_deref())?, text_rows()?, embed)
+            }
+            HandlerKind::ImageClassifier => {
                 let classify = self.config.classify.as_ref().ok_or_else(|| {
                     ServeError::Internal("classifier without classify settings".into())
                 })?;

@@ -80,6 +80,7 @@ pub fn parse_request(body: &[u8], signature: &Signature) -> Result<Prepared, Ser
     Ok(Prepared {
         inputs,
         rows: rows.unwrap_or(1),
+        text: None,
     })
 }
 

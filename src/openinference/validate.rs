@@ -134,6 +134,7 @@ fn raw_tensors(inputs: Vec<InputTensor>, signature: &Signature) -> Result<Prepar
     Ok(Prepared {
         inputs: prepared,
         rows: rows.unwrap_or(1),
+        text: None,
     })
 }
 
