@@ -30,12 +30,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(&files, [root])?;
     tonic_prost_build::configure()
-        // TorchServe's copy of the Open Inference Protocol uses KServe's messages (same wire
-        // form), so both services share one set of Rust types and one implementation.
-        .extern_path(
-            ".org.pytorch.serve.grpc.openinference",
-            "crate::grpc::proto::kserve",
-        )
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -114,7 +114,7 @@ pub fn v2_request(data: &[u8]) {
 /// to the protocol's request, and checked against the tensor handlers' graphs.
 pub fn grpc_model_infer(data: &[u8]) {
     use prost::Message as _;
-    let Ok(request) = crate::grpc::proto::kserve::ModelInferRequest::decode(data) else {
+    let Ok(request) = crate::grpc::proto::inference::ModelInferRequest::decode(data) else {
         return;
     };
     let Ok((request, _)) = crate::grpc::open_inference::infer_request(request) else {
@@ -129,7 +129,7 @@ pub fn grpc_model_infer(data: &[u8]) {
 /// prost), decoded and turned into handler inputs.
 pub fn grpc_predictions(data: &[u8]) {
     use prost::Message as _;
-    if let Ok(mut request) = crate::grpc::proto::inference::PredictionsRequest::decode(data) {
+    if let Ok(mut request) = crate::grpc::proto::torchserve::PredictionsRequest::decode(data) {
         let _ = crate::grpc::inference::request_items(&mut request);
     }
 }

@@ -8,13 +8,13 @@ mod common;
 
 use common::{example, ArchiveSpec, TestServer};
 use futures_util::StreamExt as _;
-use oxserve::grpc::proto::inference::inference_ap_is_service_client::InferenceApIsServiceClient;
-use oxserve::grpc::proto::inference::PredictionsRequest;
 use oxserve::grpc::proto::management::management_ap_is_service_client::ManagementApIsServiceClient;
 use oxserve::grpc::proto::management::{
     DescribeModelRequest, ListModelsRequest, RegisterModelRequest, ScaleWorkerRequest,
     SetDefaultRequest, UnregisterModelRequest,
 };
+use oxserve::grpc::proto::torchserve::inference_ap_is_service_client::InferenceApIsServiceClient;
+use oxserve::grpc::proto::torchserve::PredictionsRequest;
 use serde_json::Value;
 use tonic::transport::Channel;
 use tonic::Code;

@@ -8,9 +8,9 @@
 mod common;
 
 use common::{example, fixture, ArchiveSpec, TestServer};
-use oxserve::grpc::proto::kserve::grpc_inference_service_client::GrpcInferenceServiceClient;
-use oxserve::grpc::proto::kserve::model_infer_request::InferInputTensor;
-use oxserve::grpc::proto::kserve::{
+use oxserve::grpc::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use oxserve::grpc::proto::inference::model_infer_request::InferInputTensor;
+use oxserve::grpc::proto::inference::{
     InferTensorContents, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
     ModelReadyRequest, ServerLiveRequest, ServerMetadataRequest, ServerReadyRequest,
 };
@@ -251,7 +251,7 @@ async fn infer_equals_rest_in_raw_and_typed_contents_under_both_packages() {
     // Requested outputs only.
     let mut only = two_request(true);
     only.outputs = vec![
-        oxserve::grpc::proto::kserve::model_infer_request::InferRequestedOutputTensor {
+        oxserve::grpc::proto::inference::model_infer_request::InferRequestedOutputTensor {
             name: "argmax".into(),
             parameters: Default::default(),
         },

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use oxserve::grpc::proto::inference::inference_ap_is_service_client::InferenceApIsServiceClient;
-use oxserve::grpc::proto::inference::PredictionsRequest;
+use oxserve::grpc::proto::torchserve::inference_ap_is_service_client::InferenceApIsServiceClient;
+use oxserve::grpc::proto::torchserve::PredictionsRequest;
 
 use crate::load::{LoadOutcome, Window};
 

@@ -14,10 +14,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::listener::Limits;
 use super::proto::google::rpc;
-use super::proto::inference::inference_ap_is_service_server::{
+use super::proto::torchserve::inference_ap_is_service_server::{
     InferenceApIsService, InferenceApIsServiceServer,
 };
-use super::proto::inference::{PredictionResponse, PredictionsRequest, TorchServeHealthResponse};
+use super::proto::torchserve::{PredictionResponse, PredictionsRequest, TorchServeHealthResponse};
 use crate::error::ServeError;
 use crate::handler::RequestItem;
 use crate::state::AppState;

@@ -40,9 +40,12 @@ pub mod proto {
             }
         }
     }
-    pub use org::pytorch::serve::grpc::{inference, management, openinference};
-    /// KServe's `inference` package (the Open Inference Protocol's messages and service).
-    pub mod kserve {
+    /// TorchServe's own inference service (`org.pytorch.serve.grpc.inference`).
+    pub use org::pytorch::serve::grpc::inference as torchserve;
+    pub use org::pytorch::serve::grpc::{management, openinference};
+    /// KServe's `inference` package: the Open Inference Protocol's messages and service (at the
+    /// root, where the code generated for TorchServe's `openinference` package looks for them).
+    pub mod inference {
         tonic::include_proto!("inference");
     }
 }

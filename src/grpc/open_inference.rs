@@ -1,9 +1,10 @@
 //! KServe v2's `GRPCInferenceService` (the Open Inference Protocol over gRPC) on the inference
 //! port, under KServe's package `inference` (what KServe and Triton clients call) and TorchServe's
-//! `org.pytorch.serve.grpc.openinference`: both packages share the messages (build.rs), so one
-//! service answers both. Messages are mapped to [`crate::openinference`]'s types and back; the
-//! calls are the ones the v2 REST API makes. Tensors sent as `raw_input_contents` are answered as
-//! `raw_output_contents` (as Triton does), typed `contents` with typed `contents`.
+//! `org.pytorch.serve.grpc.openinference`: TorchServe's proto takes its messages from KServe's
+//! (proto/open_inference_grpc.proto), so one service answers both. Messages are mapped to
+//! [`crate::openinference`]'s types and back; the calls are the ones the v2 REST API makes.
+//! Tensors sent as `raw_input_contents` are answered as `raw_output_contents` (as Triton does),
+//! typed `contents` with typed `contents`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use bytes::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::listener::Limits;
-use super::proto::kserve as pb;
-use super::proto::kserve::grpc_inference_service_server::GrpcInferenceServiceServer;
+use super::proto::inference as pb;
+use super::proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use super::proto::openinference::grpc_inference_service_server::GrpcInferenceServiceServer as TorchServeServer;
 use crate::error::ServeError;
 use crate::openinference::{
@@ -366,5 +367,5 @@ macro_rules! serve_package {
     };
 }
 
-serve_package!(super::proto::kserve::grpc_inference_service_server::GrpcInferenceService);
+serve_package!(super::proto::inference::grpc_inference_service_server::GrpcInferenceService);
 serve_package!(super::proto::openinference::grpc_inference_service_server::GrpcInferenceService);
