@@ -292,11 +292,8 @@ fn typed(data: TensorData) -> pb::InferTensorContents {
         }
         TensorData::Answers(items) => {
             contents.bytes_contents = items
-                .into_iter()
-                .map(|item| match item {
-                    serde_json::Value::String(text) => text.into_bytes(),
-                    other => other.to_string().into_bytes(),
-                })
+                .iter()
+                .map(|item| raw::answer_bytes(item).into_owned())
                 .collect();
         }
     }

@@ -91,10 +91,15 @@ pub fn encode(data: &TensorData) -> Vec<u8> {
             TensorValues::F64(values) => each(values, f64::to_le_bytes),
         },
         TensorData::Bytes(items) => prefixed(items.iter().map(|item| item.as_ref().into())),
-        TensorData::Answers(items) => prefixed(items.iter().map(|item| match item {
-            serde_json::Value::String(text) => text.as_bytes().into(),
-            other => other.to_string().into_bytes().into(),
-        })),
+        TensorData::Answers(items) => prefixed(items.iter().map(answer_bytes)),
+    }
+}
+
+/// A handler answer as one BYTES element: a string's UTF-8, any other value's JSON text.
+pub fn answer_bytes(answer: &serde_json::Value) -> std::borrow::Cow<'_, [u8]> {
+    match answer {
+        serde_json::Value::String(text) => text.as_bytes().into(),
+        other => other.to_string().into_bytes().into(),
     }
 }
 
