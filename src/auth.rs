@@ -299,7 +299,7 @@ fn parse_bearer(header: &str) -> Option<&str> {
     valid.then_some(token)
 }
 
-/// Equality whose running time depends only on the lengths (keys are always 8 characters).
+/// Equality whose running time depends only on the lengths (keys are always 22 characters).
 fn constant_time_eq(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;

@@ -74,6 +74,26 @@ pub fn multipart(data: &[u8]) {
     let _ = crate::http::inference::request_items(body, content_type, 8);
 }
 
+/// An `Authorization` header as the token check reads it (the server writes `key_file.json` but
+/// never reads one back, so the header is the token parser that untrusted bytes reach), and a
+/// `token_expiration_min` value.
+pub fn token(data: &[u8]) {
+    static AUTH: OnceLock<Option<(tempfile::TempDir, crate::auth::TokenAuth)>> = OnceLock::new();
+    let auth = AUTH.get_or_init(|| {
+        let dir = tempfile::tempdir().ok()?;
+        let hour = std::time::Duration::from_secs(3600);
+        let auth = crate::auth::TokenAuth::create(dir.path(), hour).ok()?;
+        Some((dir, auth))
+    });
+    let text = String::from_utf8_lossy(data);
+    if let Some((_, auth)) = auth {
+        for api in [crate::auth::Api::Inference, crate::auth::Api::Management] {
+            let _ = auth.check(api, Some(&text));
+        }
+    }
+    let _ = crate::auth::expiration_from_config(Some(&text));
+}
+
 /// A KServe v2 infer body: the first line is the `Inference-Header-Content-Length` value (empty:
 /// none), the rest the body (JSON, then binary data). Decoded as the REST API does, then checked
 /// against the tensor handlers' graphs, and the answer encoded back with its outputs as binary.

@@ -11,6 +11,8 @@ use oxserve::config::{Cli, Config};
 use oxserve::server::{self, Listeners};
 
 fn main() -> ExitCode {
+    // Two arenas per core: enough for the threads that allocate at once (see oxserve_sys).
+    oxserve_sys::limit_malloc_arenas(2 * oxserve::config::Config::cores());
     let cli = Cli::parse();
     let result = if cli.version {
         println!("oxserve {}", env!("CARGO_PKG_VERSION"));

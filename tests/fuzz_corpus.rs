@@ -11,7 +11,7 @@ type Target = fn(&[u8]);
 /// a debug build on a busy machine.
 const SLOW: Duration = Duration::from_secs(2);
 
-const TARGETS: [(&str, Target); 12] = [
+const TARGETS: [(&str, Target); 13] = [
     ("properties", oxserve::fuzzing::properties),
     ("snapshot", oxserve::fuzzing::snapshot),
     ("model_config", oxserve::fuzzing::model_config),
@@ -24,6 +24,7 @@ const TARGETS: [(&str, Target); 12] = [
     ("grpc_predictions", oxserve::fuzzing::grpc_predictions),
     ("grpc_model_infer", oxserve::fuzzing::grpc_model_infer),
     ("text_request", oxserve::fuzzing::text_request),
+    ("token", oxserve::fuzzing::token),
 ];
 
 /// Runs `target` on every file in `dir` (a missing folder has none), each within [`SLOW`];

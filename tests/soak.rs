@@ -365,6 +365,8 @@ async fn register_unregister_cycles_give_memory_back() {
         if cycle == 0 {
             // After one whole cycle ONNX Runtime and the allocator are warm.
             baseline = server.rss_mb();
+        } else if cycle % 100 == 0 {
+            println!("cycle {cycle}: RSS {:.1} MB", server.rss_mb());
         }
     }
     let end = server.rss_mb();

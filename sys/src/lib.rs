@@ -5,12 +5,31 @@
 //!   counts the transient copies ONNX Runtime made while optimising the graph (~100 MiB for
 //!   ResNet-18); `malloc_trim` hands them back. Called after model loads, scaling and
 //!   unregistering, never on the request path.
+//! - [`limit_malloc_arenas`]: fewer glibc arenas, so that loading and unloading models does not
+//!   leave memory spread over many of them.
 //! - [`defer_to_workers`] / [`compete_normally`]: the HTTP threads (and the photo decoding they
 //!   start) run under Linux's `SCHED_BATCH` policy: the same share of CPU time, but a woken HTTP
 //!   thread waits for the next tick or an idle core instead of preempting a model's run, so under
 //!   load it serves several connections per turn. Model workers reset their own policy (threads
 //!   inherit it). Kept on a same-run A/B: +12 % req/s for the digits CNN saturated on the
 //!   2-core VM (docs/performance.md, 2026-12-07).
+
+/// Caps glibc's malloc arenas at `arenas` (Linux with glibc; a no-op elsewhere, or when the
+/// user set `MALLOC_ARENA_MAX`). glibc gives each new thread its own arena up to 8 per core, and
+/// every model load starts new threads: with 16 arenas, 200 ResNet-18 register/unregister cycles
+/// left 55 MB behind; with 4, 6 MB (docs/performance.md). Call before any thread starts.
+pub fn limit_malloc_arenas(arenas: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt takes two integers and changes only the allocator's tuning.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = arenas;
+}
 
 /// Returns the allocator's free pages to the OS (glibc on Linux; a no-op elsewhere).
 pub fn return_free_memory() {
