@@ -16,8 +16,8 @@
 
 /// Caps glibc's malloc arenas at `arenas` (Linux with glibc; a no-op elsewhere, or when the
 /// user set `MALLOC_ARENA_MAX`). glibc gives each new thread its own arena up to 8 per core, and
-/// every model load starts new threads: with 16 arenas, 200 ResNet-18 register/unregister cycles
-/// left 55 MB behind; with 4, 6 MB (docs/performance.md). Call before any thread starts.
+/// every model load starts new threads, so freed weights end up spread over all of them and
+/// register/unregister cycles grow RSS (docs/performance.md). Call before any thread starts.
 pub fn limit_malloc_arenas(arenas: usize) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
