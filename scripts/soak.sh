@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full soak (tests/soak.rs at its long sizes, release build): 30 minutes saturated on the
-# example models with 1 request in 20 bad (0 failed good requests, RSS growth < 50 MB after
-# warm-up); 1,000 register/infer/unregister cycles of ResNet-18 (RSS back within 100 MB); 100
-# `kill -9` during registration bursts (no acknowledged model lost). CI runs the same test short.
+# example models over REST, TorchServe's gRPC and KServe's v2 gRPC, with 1 request in 20 bad (0
+# failed good requests, RSS growth < 50 MB after warm-up); 1,000 register/infer/unregister cycles
+# of ResNet-18 (RSS back within 100 MB); 100 `kill -9` during registration bursts (no acknowledged
+# model lost). CI runs the same test short.
 #
 #   scripts/soak.sh                     # the sizes above
 #   OXSERVE_SOAK_SECS=300 scripts/soak.sh

@@ -1,5 +1,5 @@
-//! Soak and memory gates against the real server binary: saturated load with bad requests mixed in,
-//! register/unregister cycles, and `kill -9` during registration bursts. CI runs a short version;
+//! Soak and memory gates against the real server binary: saturated load over REST, TorchServe's gRPC
+//! and KServe's v2 gRPC with bad requests mixed in, register/unregister cycles, and `kill -9` during registration bursts. CI runs a short version;
 //! `scripts/soak.sh` runs the full one (30 minutes, 1,000 cycles, 100 kills) on a release build.
 //!
 //! Sized by environment: `OXSERVE_SOAK_SECS` (load duration), `OXSERVE_SOAK_CYCLES`,
@@ -16,7 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{example, fixture, pack_into, ArchiveSpec, StopOnDrop};
+use oxserve::grpc::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use oxserve::grpc::proto::inference::model_infer_request::InferInputTensor;
+use oxserve::grpc::proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
+use oxserve::grpc::proto::torchserve::inference_ap_is_service_client::InferenceApIsServiceClient;
+use oxserve::grpc::proto::torchserve::PredictionsRequest;
+use prost::Message as _;
 use serde_json::Value;
+use tonic::transport::Channel;
+use tonic::Code;
 
 const OXSERVE: &str = env!("CARGO_BIN_EXE_oxserve");
 /// The phases saturate the machine: one at a time.
@@ -46,6 +54,7 @@ struct Server {
     dir: tempfile::TempDir,
     inference: u16,
     management: u16,
+    grpc_inference: u16,
     child: Option<Child>,
 }
 
@@ -54,7 +63,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir(&store).unwrap();
-        let (inference, management) = (free_port(), free_port());
+        let (inference, management, grpc_inference) = (free_port(), free_port(), free_port());
         std::fs::write(
             dir.path().join("config.properties"),
             format!(
@@ -64,7 +73,7 @@ impl Server {
                  model_store={}\n\
                  enable_model_api=true\n\
                  disable_token_authorization=true\n\
-                 grpc_inference_port=0\ngrpc_management_port=0\n{extra}",
+                 grpc_inference_port={grpc_inference}\ngrpc_management_port=0\n{extra}",
                 free_port(),
                 store.display()
             ),
@@ -74,6 +83,7 @@ impl Server {
             dir,
             inference,
             management,
+            grpc_inference,
             child: None,
         }
     }
@@ -127,6 +137,15 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.inference)
     }
 
+    /// A gRPC channel to the inference port (TorchServe's and KServe's services share it).
+    async fn grpc(&self) -> Channel {
+        Channel::from_shared(format!("http://127.0.0.1:{}", self.grpc_inference))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     fn management_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.management)
     }
@@ -170,49 +189,180 @@ fn classifier(name: &str) -> ArchiveSpec<'_> {
     ArchiveSpec::new(name, graph, "image_classifier")
 }
 
-/// One request of the mix: where it goes, its body, and what must come back.
+/// One request of the mix: the model, its body, and what must come back.
 struct Case {
-    path: &'static str,
+    model: &'static str,
     body: Vec<u8>,
-    /// `Some(body)`: 200 with exactly this answer; `None`: a 4xx.
+    /// `Some(body)`: answered with exactly this (REST's body, which is also gRPC `Predictions`'s
+    /// `prediction`); `None`: refused.
     expect: Option<Vec<u8>>,
+    /// The v2 `ModelInfer` answer, encoded: for good cases, that of a first call (whose digit must
+    /// be REST's).
+    expect_v2: Option<Vec<u8>>,
 }
 
 /// Good requests (digits, a photo) and bad ones (garbage, truncated files, an unknown model, an
 /// empty body, a tiny PNG claiming a huge image).
 fn cases(photo_answer: Vec<u8>) -> (Vec<Case>, Vec<Case>) {
+    let case = |model, body, expect| Case {
+        model,
+        body,
+        expect,
+        expect_v2: None,
+    };
     let mut good: Vec<Case> = (0..10)
-        .map(|digit| Case {
-            path: "/predictions/mnist",
-            body: std::fs::read(example(&format!("digit_{digit}.png"))).unwrap(),
-            expect: Some(digit.to_string().into_bytes()),
+        .map(|digit| {
+            let body = std::fs::read(example(&format!("digit_{digit}.png"))).unwrap();
+            case("mnist", body, Some(digit.to_string().into_bytes()))
         })
         .collect();
     let photo = std::fs::read(fixture("chelsea.jpg")).unwrap();
-    good.push(Case {
-        path: "/predictions/resnet",
-        body: photo.clone(),
-        expect: Some(photo_answer),
-    });
+    good.push(case("resnet", photo.clone(), Some(photo_answer)));
     let png = std::fs::read(example("digit_3.png")).unwrap();
     let mut huge_png = png[..33].to_vec();
     huge_png[16..24].copy_from_slice(&[0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0]);
     let bad = [
-        ("/predictions/mnist", b"not an image at all".to_vec()),
-        ("/predictions/resnet", photo[..photo.len() / 3].to_vec()),
-        ("/predictions/mnist", png[..png.len() / 2].to_vec()),
-        ("/predictions/nobody", png.clone()),
-        ("/predictions/mnist", Vec::new()),
-        ("/predictions/resnet", huge_png),
+        ("mnist", b"not an image at all".to_vec()),
+        ("resnet", photo[..photo.len() / 3].to_vec()),
+        ("mnist", png[..png.len() / 2].to_vec()),
+        ("nobody", png.clone()),
+        ("mnist", Vec::new()),
+        ("resnet", huge_png),
     ]
     .into_iter()
-    .map(|(path, body)| Case {
-        path,
-        body,
-        expect: None,
-    })
+    .map(|(model, body)| case(model, body, None))
     .collect();
     (good, bad)
+}
+
+/// The three ways a request reaches a model; the load rotates through them.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Rest,
+    /// TorchServe's gRPC `Predictions`.
+    Predictions,
+    /// KServe v2 gRPC `ModelInfer`, the body as a BYTES input.
+    ModelInfer,
+}
+const PROTOCOLS: [Protocol; 3] = [Protocol::Rest, Protocol::Predictions, Protocol::ModelInfer];
+
+/// The gRPC codes TorchServe maps client errors (4xx) to.
+const REFUSALS: [Code; 5] = [
+    Code::InvalidArgument,
+    Code::NotFound,
+    Code::ResourceExhausted,
+    Code::FailedPrecondition,
+    Code::OutOfRange,
+];
+
+/// What came back: an answer's bytes, a refusal (a 4xx or its gRPC code), or anything else.
+enum Reply {
+    Answer(Vec<u8>),
+    Refused,
+    Other(String),
+}
+
+fn grpc_reply(result: Result<Vec<u8>, tonic::Status>) -> Reply {
+    match result {
+        Ok(bytes) => Reply::Answer(bytes),
+        Err(status) if REFUSALS.contains(&status.code()) => Reply::Refused,
+        Err(status) => Reply::Other(format!("{status:?}")),
+    }
+}
+
+fn v2_request(case: &Case) -> ModelInferRequest {
+    let contents = InferTensorContents {
+        bytes_contents: vec![case.body.clone()],
+        ..Default::default()
+    };
+    ModelInferRequest {
+        model_name: case.model.into(),
+        inputs: vec![InferInputTensor {
+            name: "data".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            parameters: Default::default(),
+            contents: Some(contents),
+        }],
+        ..Default::default()
+    }
+}
+
+/// One load client: a REST client and its own HTTP/2 channel for both gRPC services.
+#[derive(Clone)]
+struct Clients {
+    rest: reqwest::Client,
+    base: String,
+    predictions: InferenceApIsServiceClient<Channel>,
+    v2: GrpcInferenceServiceClient<Channel>,
+}
+
+impl Clients {
+    async fn new(server: &Server) -> Clients {
+        let channel = server.grpc().await;
+        Clients {
+            rest: reqwest::Client::new(),
+            base: server.inference_url(""),
+            predictions: InferenceApIsServiceClient::new(channel.clone()),
+            v2: GrpcInferenceServiceClient::new(channel),
+        }
+    }
+
+    async fn send(&mut self, protocol: Protocol, case: &Case) -> Reply {
+        match protocol {
+            Protocol::Rest => self.rest(case).await,
+            Protocol::Predictions => {
+                let request = PredictionsRequest {
+                    model_name: case.model.into(),
+                    input: [("data".to_string(), case.body.clone())].into(),
+                    ..Default::default()
+                };
+                let answer = self.predictions.predictions(request).await;
+                grpc_reply(answer.map(|answer| answer.into_inner().prediction))
+            }
+            Protocol::ModelInfer => {
+                let answer = self.v2.model_infer(v2_request(case)).await;
+                grpc_reply(answer.map(|answer| v2_answer(answer.into_inner())))
+            }
+        }
+    }
+
+    async fn rest(&self, case: &Case) -> Reply {
+        let url = format!("{}/predictions/{}", self.base, case.model);
+        let response = match self.rest.post(url).body(case.body.clone()).send().await {
+            Ok(response) => response,
+            Err(error) => return Reply::Other(error.to_string()),
+        };
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        match status {
+            200 => Reply::Answer(body.to_vec()),
+            400..=499 => Reply::Refused,
+            _ => Reply::Other(format!("{status} {}", String::from_utf8_lossy(&body))),
+        }
+    }
+}
+
+/// A v2 answer, encoded, less the request id the server makes up for each request.
+fn v2_answer(mut answer: ModelInferResponse) -> Vec<u8> {
+    answer.id.clear();
+    answer.encode_to_vec()
+}
+
+/// Fills in each good case's v2 answer from one call; the digits' must name the digit REST names.
+async fn v2_references(clients: &mut Clients, good: &mut [Case]) {
+    for case in good {
+        let answer = clients.v2.model_infer(v2_request(case)).await.unwrap();
+        let answer = answer.into_inner();
+        if case.model == "mnist" {
+            let digit: i64 = String::from_utf8_lossy(case.expect.as_ref().unwrap())
+                .parse()
+                .unwrap();
+            let contents = answer.outputs[0].contents.as_ref().unwrap();
+            assert_eq!(contents.int64_contents, [digit]);
+        }
+        case.expect_v2 = Some(v2_answer(answer));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,65 +382,58 @@ async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
         .await
         .unwrap();
     assert_eq!(reference.status(), 200);
-    let (good, bad) = cases(reference.bytes().await.unwrap().to_vec());
+    let (mut good, bad) = cases(reference.bytes().await.unwrap().to_vec());
+    v2_references(&mut Clients::new(&server).await, &mut good).await;
     let (good, bad) = (Arc::new(good), Arc::new(bad));
 
-    let served = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
+    // Per protocol: good requests answered, bad ones refused.
+    let served: Arc<[AtomicU64; 3]> = Arc::default();
+    let refused: Arc<[AtomicU64; 3]> = Arc::default();
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
     let end = started + Duration::from_secs(seconds);
-    let clients: Vec<_> = (0..8u64)
-        .map(|client_index| {
-            let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
-            let (served, refused) = (Arc::clone(&served), Arc::clone(&refused));
-            let failures = Arc::clone(&failures);
-            let base = server.inference_url("");
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut sent = client_index;
-                while Instant::now() < end {
-                    sent += 1;
-                    // One request in 20 is bad.
-                    let case = if sent % 20 == 0 {
-                        &bad[(sent / 20) as usize % bad.len()]
-                    } else {
-                        &good[sent as usize % good.len()]
-                    };
-                    let response = client
-                        .post(format!("{base}{}", case.path))
-                        .body(case.body.clone())
-                        .send()
-                        .await;
-                    let outcome = match response {
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let body = response.bytes().await.unwrap_or_default();
-                            match &case.expect {
-                                Some(want) if status == 200 && body.as_ref() == want.as_slice() => {
-                                    served.fetch_add(1, Ordering::Relaxed);
-                                    Ok(())
-                                }
-                                None if (400..500).contains(&status) => {
-                                    refused.fetch_add(1, Ordering::Relaxed);
-                                    Ok(())
-                                }
-                                _ => Err(format!(
-                                    "{} answered {status}: {}",
-                                    case.path,
-                                    String::from_utf8_lossy(&body)
-                                )),
-                            }
-                        }
-                        Err(error) => Err(format!("{}: {error}", case.path)),
-                    };
-                    if let Err(failure) = outcome {
-                        failures.lock().unwrap().push(failure);
+    let mut tasks = Vec::new();
+    for client_index in 0..8u64 {
+        let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
+        let (served, refused) = (Arc::clone(&served), Arc::clone(&refused));
+        let failures = Arc::clone(&failures);
+        let mut clients = Clients::new(&server).await;
+        tasks.push(tokio::spawn(async move {
+            let mut sent = client_index;
+            while Instant::now() < end {
+                sent += 1;
+                // One request in 20 is bad; every case goes through every protocol in turn.
+                let case = if sent % 20 == 0 {
+                    &bad[(sent / 20) as usize % bad.len()]
+                } else {
+                    &good[sent as usize % good.len()]
+                };
+                let which = sent as usize % PROTOCOLS.len();
+                let protocol = PROTOCOLS[which];
+                let want = match protocol {
+                    Protocol::ModelInfer => &case.expect_v2,
+                    _ => &case.expect,
+                };
+                let failure = match (clients.send(protocol, case).await, want) {
+                    (Reply::Answer(body), Some(want)) if &body == want => {
+                        served[which].fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                }
-            })
-        })
-        .collect();
+                    (Reply::Refused, None) => {
+                        refused[which].fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    (Reply::Answer(body), _) => {
+                        format!("answered {}", String::from_utf8_lossy(&body))
+                    }
+                    (Reply::Refused, Some(_)) => "refused a good request".to_string(),
+                    (Reply::Other(what), _) => what,
+                };
+                let failure = format!("{protocol:?} {}: {failure}", case.model);
+                failures.lock().unwrap().push(failure);
+            }
+        }));
+    }
     // Warm-up: the first tenth of the run (allocator arenas, ONNX Runtime's buffers, pools).
     tokio::time::sleep(Duration::from_secs(seconds / 10 + 1)).await;
     let warm = server.rss_mb();
@@ -299,18 +442,17 @@ async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peak = peak.max(server.rss_mb());
     }
-    for client in clients {
-        client.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
     let last = server.rss_mb();
-    let (served, refused) = (
-        served.load(Ordering::Relaxed),
-        refused.load(Ordering::Relaxed),
-    );
+    let count = |counts: &[AtomicU64; 3]| counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+    let (served, refused) = (count(&served), count(&refused));
+    let (total_served, total_refused): (u64, u64) = (served.iter().sum(), refused.iter().sum());
     let failures = failures.lock().unwrap().clone();
     println!(
-        "{seconds} s: {served} good answered ({:.0} req/s), {refused} bad refused, {} failed; RSS after warm-up {warm:.1} MB, peak {peak:.1} MB, end {last:.1} MB",
-        served as f64 / started.elapsed().as_secs_f64(),
+        "{seconds} s: {total_served} good answered ({:.0} req/s; REST, gRPC Predictions, v2 ModelInfer: {served:?}), {total_refused} bad refused ({refused:?}), {} failed; RSS after warm-up {warm:.1} MB, peak {peak:.1} MB, end {last:.1} MB",
+        total_served as f64 / started.elapsed().as_secs_f64(),
         failures.len()
     );
     assert!(
@@ -318,7 +460,10 @@ async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
         "failed requests: {:?}",
         &failures[..failures.len().min(10)]
     );
-    assert!(served > 0 && refused > 0);
+    assert!(
+        served.iter().chain(&refused).all(|&count| count > 0),
+        "every protocol answers good requests and refuses bad ones"
+    );
     assert!(
         last - warm < LOAD_GROWTH_MB,
         "RSS grew {:.1} MB after warm-up",
