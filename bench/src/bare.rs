@@ -14,7 +14,8 @@ use ort::value::TensorRef;
 use oxserve::backend::{PreparedGraph, SessionSettings};
 
 use crate::models::{BatchInput, BatchValues, Model};
-use crate::report::{BareCase, Latency};
+use crate::record::Latency;
+use crate::report::BareCase;
 
 /// How the server would run a model by default, and so how the limit is measured.
 #[derive(Debug, Clone, Copy)]

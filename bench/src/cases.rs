@@ -14,7 +14,8 @@ use anyhow::Context;
 use crate::grpc::GrpcSpec;
 use crate::load::{self, LoadSpec, Window};
 use crate::models::Model;
-use crate::report::{BareCase, Latency, ServerCase};
+use crate::record::Latency;
+use crate::report::{BareCase, ServerCase};
 use crate::server::{cpu_seconds, rss_mib, Binaries, ServerProcess};
 
 /// Per-case timing.

@@ -13,7 +13,9 @@
 //! - [`grpc`]: the same closed loop over gRPC `Predictions`.
 //! - [`cases`]: the server sweep over concurrencies, with samplers beside the load.
 //! - [`probes`]: pre-processing cost, cold start, memory with two models.
-//! - [`report`]: `BENCH {json}` lines, tables, and the summary against the targets.
+//! - [`record`]: a measurement's latency summary and its `BENCH {json}` line (stable keys, for
+//!   scripts and CI).
+//! - [`report`]: the records, tables, and the summary against the targets.
 
 mod bare;
 mod cases;
@@ -21,6 +23,7 @@ mod grpc;
 mod load;
 mod models;
 mod probes;
+mod record;
 mod report;
 mod server;
 
@@ -130,7 +133,7 @@ fn main() -> anyhow::Result<()> {
     }
     let sessions = Sessions::server_default(&set, args.gpu, args.workers)?;
     let models = load_models(&root, &args)?;
-    report::emit(
+    record::emit(
         "meta",
         &serde_json::json!({
             "quick": args.quick,
@@ -165,7 +168,7 @@ fn main() -> anyhow::Result<()> {
                     model.name
                 );
                 let case = bare::measure(model, batch, phase, sessions, timing.warmup, duration)?;
-                report::emit("bare", &case);
+                record::emit("bare", &case);
                 Ok(case)
             };
             let lone = bare_run(
@@ -204,14 +207,14 @@ fn main() -> anyhow::Result<()> {
             let mut limit = |phase| bare_run(phase, sessions, bracket);
             let outcome = cases::run_sweep(&binaries, &runtime, &sweep, &mut limit, &lone)?;
             if let Some(floor) = outcome.http_floor {
-                report::emit("http_floor", &floor);
+                record::emit("http_floor", &floor);
                 http_floor = Some(floor);
             }
             for case in &outcome.cases {
-                report::emit("server", case);
+                record::emit("server", case);
             }
             for case in &outcome.grpc {
-                report::emit("grpc", case);
+                record::emit("grpc", case);
             }
             grpc_cases.extend(outcome.grpc);
             bare_cases.push(lone);

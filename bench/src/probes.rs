@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::models::Model;
-use crate::report::{self, Latency};
+use crate::record::{self, Latency};
 use crate::server::{free_ports, http_call, rss_mib, Binaries, ServerProcess};
 
 /// Pre-processing of one request body.
@@ -360,19 +360,19 @@ pub fn run_all(
                     Err(error) => eprintln!("  skipped: {error:#}"),
                 }
             }
-            report::emit("preprocess", &cost);
+            record::emit("preprocess", &cost);
             Some(cost)
         }
         None => None,
     };
     eprintln!("cold start: oxserve --start on model-store/ ...");
     let cold_start = cold_start(binaries, root, if quick { 1 } else { 5 })?;
-    report::emit("cold_start", &cold_start);
+    record::emit("cold_start", &cold_start);
     let memory = match resnet {
         Some(model) => {
             eprintln!("memory: two {} models, two workers each ...", model.name);
             let memory = two_models(binaries, model)?;
-            report::emit("memory", &memory);
+            record::emit("memory", &memory);
             Some(memory)
         }
         None => None,
