@@ -1,6 +1,7 @@
-//! Soak and memory gates against the real server binary: saturated load over REST, TorchServe's gRPC
-//! and KServe's v2 gRPC with bad requests mixed in, register/unregister cycles, and `kill -9` during registration bursts. CI runs a short version;
-//! `scripts/soak.sh` runs the full one (30 minutes, 1,000 cycles, 100 kills) on a release build.
+//! Soak and memory gates against the real server binary: saturated load over REST, TorchServe's
+//! gRPC and KServe's v2 gRPC with bad requests mixed in, register/unregister cycles, and `kill -9`
+//! during registration bursts. CI runs a short version; `scripts/soak.sh` runs the full one
+//! (30 minutes, 1,000 cycles, 100 kills) on a release build.
 //!
 //! Sized by environment: `OXSERVE_SOAK_SECS` (load duration), `OXSERVE_SOAK_CYCLES`,
 //! `OXSERVE_SOAK_KILLS`, and `OXSERVE_SOAK_GRAPH` (an image-classifier ONNX graph for the cycles;
@@ -289,7 +290,6 @@ fn v2_request(case: &Case) -> ModelInferRequest {
 }
 
 /// One load client: a REST client and its own HTTP/2 channel for both gRPC services.
-#[derive(Clone)]
 struct Clients {
     rest: reqwest::Client,
     base: String,
