@@ -13,9 +13,10 @@ use common::{fixture, ArchiveSpec, TestServer};
 /// How long an answer may take. The slowest mutated photo (a 3.4 KB JPEG whose width became
 /// 33,912: 2.7 Mpx, under the pixel cap) takes ~37 ms in release and ~0.7 s in a debug build,
 /// more on a busy machine; a multi-second decode still fails.
-const QUICK: Duration = match cfg!(debug_assertions) {
-    true => Duration::from_secs(3),
-    false => Duration::from_millis(200),
+const QUICK: Duration = if cfg!(debug_assertions) {
+    Duration::from_secs(3)
+} else {
+    Duration::from_millis(200)
 };
 
 /// A PNG of `width`×`height` grey pixels, all the same value (it compresses ~1000:1).

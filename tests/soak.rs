@@ -350,9 +350,9 @@ fn v2_answer(mut answer: ModelInferResponse) -> Vec<u8> {
 }
 
 /// Fills in each good case's v2 answer from one call; the digits' must name the digit REST names.
-async fn v2_references(clients: &mut Clients, good: &mut [Case]) {
+async fn v2_references(v2: &mut GrpcInferenceServiceClient<Channel>, good: &mut [Case]) {
     for case in good {
-        let answer = clients.v2.model_infer(v2_request(case)).await.unwrap();
+        let answer = v2.model_infer(v2_request(case)).await.unwrap();
         let answer = answer.into_inner();
         if case.model == "mnist" {
             let digit: i64 = String::from_utf8_lossy(case.expect.as_ref().unwrap())
@@ -383,7 +383,8 @@ async fn saturated_load_with_bad_requests_keeps_answering_and_memory_flat() {
         .unwrap();
     assert_eq!(reference.status(), 200);
     let (mut good, bad) = cases(reference.bytes().await.unwrap().to_vec());
-    v2_references(&mut Clients::new(&server).await, &mut good).await;
+    let mut v2 = GrpcInferenceServiceClient::new(server.grpc().await);
+    v2_references(&mut v2, &mut good).await;
     let (good, bad) = (Arc::new(good), Arc::new(bad));
 
     // Per protocol: good requests answered, bad ones refused.
