@@ -62,10 +62,12 @@ fn start(dir: &Path, models: &[&str]) {
     ];
     args.extend_from_slice(models);
     let output = oxserve(dir, &args);
+    // On failure, the server's own log says why (a port taken meanwhile, say).
     assert!(
         output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        "{}\nlogs/oxserve.log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        std::fs::read_to_string(dir.join("logs/oxserve.log")).unwrap_or_default()
     );
 }
 
