@@ -12,14 +12,6 @@ use common::example;
 
 const OXSERVE: &str = env!("CARGO_BIN_EXE_oxserve");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A working folder with a store holding the committed example archive under two names, and a
 /// config.properties on free ports.
 fn workspace() -> (tempfile::TempDir, u16) {
@@ -29,11 +21,11 @@ fn workspace() -> (tempfile::TempDir, u16) {
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-store/mnist.mar");
     std::fs::copy(&archive, store.join("mnist.mar")).unwrap();
     std::fs::copy(&archive, store.join("digits.mar")).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let config = format!(
         "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\n",
-        free_port(),
-        free_port()
+        common::free_port(),
+        common::free_port()
     );
     std::fs::write(dir.path().join("config.properties"), config).unwrap();
     (dir, port)

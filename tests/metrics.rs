@@ -327,14 +327,6 @@ async fn log_and_legacy_modes_and_a_disabled_metrics_api_are_torchserves() {
 
 const OXSERVE: &str = env!("CARGO_BIN_EXE_oxserve");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
@@ -346,13 +338,13 @@ async fn the_binary_writes_torchserves_log_files_where_the_environment_says() {
     std::fs::create_dir(&store).unwrap();
     let archive = Path::new(env!("CARGO_MANIFEST_DIR")).join("model-store/mnist.mar");
     std::fs::copy(&archive, store.join("mnist.mar")).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         dir.path().join("config.properties"),
         format!(
             "inference_address=http://127.0.0.1:{port}\nmanagement_address=http://127.0.0.1:{}\nmetrics_address=http://127.0.0.1:{}\ngrpc_inference_port=0\ngrpc_management_port=0\n",
-            free_port(),
-            free_port()
+            common::free_port(),
+            common::free_port()
         ),
     )
     .unwrap();

@@ -41,14 +41,6 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server process in its own folder, with `config.properties` there (restarts restore its
 /// snapshots, as TorchServe's do when started without `--ts-config`).
 struct Server {
@@ -64,7 +56,11 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         std::fs::create_dir(&store).unwrap();
-        let (inference, management, grpc_inference) = (free_port(), free_port(), free_port());
+        let (inference, management, grpc_inference) = (
+            common::free_port(),
+            common::free_port(),
+            common::free_port(),
+        );
         std::fs::write(
             dir.path().join("config.properties"),
             format!(
@@ -75,7 +71,7 @@ impl Server {
                  enable_model_api=true\n\
                  disable_token_authorization=true\n\
                  grpc_inference_port={grpc_inference}\ngrpc_management_port=0\n{extra}",
-                free_port(),
+                common::free_port(),
                 store.display()
             ),
         )

@@ -293,6 +293,34 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
         .collect()
 }
 
+/// A loopback port free now, for a server run as a separate process that must be told its ports.
+/// It is drawn at random below the kernel's ephemeral range, so that no client's outgoing
+/// connection and no listener on port 0 can take it before that server binds it.
+pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let floor = low.saturating_sub(16384).max(1024);
+    let tries = if low > floor { 1000 } else { 0 };
+    for _ in 0..tries {
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = floor + (draw % u64::from(low - floor)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // No room below the ephemeral range: any free port.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Stops a server started in the background (`oxserve --start`, or `--foreground` as a child) when
 /// the test ends, also when it fails part-way: no server outlives its test. The server must use
 /// `<dir>/oxserve.pid` as its pid file.
