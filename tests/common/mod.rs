@@ -297,20 +297,17 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 /// It is drawn at random below the kernel's ephemeral range, so that no client's outgoing
 /// connection and no listener on port 0 can take it before that server binds it.
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
     let floor = low.saturating_sub(16384).max(1024);
-    let tries = if low > floor { 1000 } else { 0 };
-    for _ in 0..tries {
-        let draw = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let port = floor + (draw % u64::from(low - floor)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    if low > floor {
+        for _ in 0..1000 {
+            let port = floor + (getrandom::u64().unwrap() % u64::from(low - floor)) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
         }
     }
     // No room below the ephemeral range: any free port.
